@@ -1,0 +1,57 @@
+"""campaign-states: the campaign lifecycle as an explicit state machine.
+
+Archived or stopped campaigns can never deliver: pair this package with `delivery_gate`.
+"""
+
+from __future__ import annotations
+
+from ._clock import Clock, FakeClock, SystemClock
+from ._lifecycle import (
+    CAMPAIGN_LIFECYCLE,
+    SEGMENT_LIFECYCLE,
+    Lifecycle,
+    SegmentState,
+    SegmentTrigger,
+    State,
+    Trigger,
+)
+from ._listeners import ChangeListener
+from ._open import open_registry, open_store
+from ._outcomes import BulkResult, ItemOutcome, Outcome, SegmentChange, TransitionResult
+from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
+from ._registry import Registry
+from ._store import ChangeBatch, LeaseSettings, Reader, Store, WriteTx
+
+__all__ = [
+    "CAMPAIGN_LIFECYCLE",
+    "SEGMENT_LIFECYCLE",
+    "BulkResult",
+    "Campaign",
+    "ChangeBatch",
+    "ChangeListener",
+    "Channel",
+    "Clock",
+    "Delivery",
+    "Emission",
+    "FakeClock",
+    "HistoryEntry",
+    "ItemOutcome",
+    "LeaseSettings",
+    "Lifecycle",
+    "Outcome",
+    "Reader",
+    "Registry",
+    "Results",
+    "Segment",
+    "SegmentChange",
+    "SegmentState",
+    "SegmentTrigger",
+    "State",
+    "Store",
+    "SystemClock",
+    "TransitionResult",
+    "Trigger",
+    "WriteTx",
+    "open_registry",
+    "open_store",
+]

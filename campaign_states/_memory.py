@@ -1,0 +1,218 @@
+"""The in-memory store: the reference semantics, and a verified fake for tests.
+
+One process only: no other process can read it, so archives need no commit wait (local gates
+are fenced and updated synchronously through the registry's listeners).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import attrs
+
+from ._clock import Clock, SystemClock
+from ._lifecycle import State
+from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
+from ._store import ChangeBatch, LeaseSettings
+from .exceptions import ConcurrentUpdateError, DuplicateIdError
+
+__all__ = ["MemoryStore"]
+
+
+class _Tx:
+    """Stages every write and applies them together on commit (all or nothing)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._s = store
+        self.campaigns_new: dict[str, Campaign] = {}
+        self.segments_new: dict[str, Segment] = {}
+        self.history_new: list[HistoryEntry] = []
+        self.seq = store._seq
+
+    def _campaign(self, cid: str) -> Campaign | None:
+        return self.campaigns_new.get(cid) or self._s._campaigns.get(cid)
+
+    def campaigns(self, ids: Collection[str]) -> dict[str, Campaign]:
+        found = {cid: self._campaign(cid) for cid in ids}
+        return {cid: c for cid, c in found.items() if c is not None}
+
+    def campaigns_targeting(self, segment_id: str) -> list[Campaign]:
+        ids = set(self._s._by_segment.get(segment_id, ()))
+        ids |= {c.id for c in self.campaigns_new.values() if segment_id in c.segments}
+        out = [self._campaign(cid) for cid in sorted(ids)]
+        return [c for c in out if c is not None and segment_id in c.segments]
+
+    def segments(self, ids: Collection[str]) -> dict[str, Segment]:
+        found = {sid: self.segments_new.get(sid) or self._s._segments.get(sid) for sid in ids}
+        return {sid: s for sid, s in found.items() if s is not None}
+
+    def next_seq(self, count: int) -> int:
+        first = self.seq + 1
+        self.seq += count
+        return first
+
+    def insert_campaign(self, campaign: Campaign, segments: Collection[str]) -> None:
+        if self._campaign(campaign.id) is not None:
+            raise DuplicateIdError(f"Campaign {campaign.id!r} already exists.")
+        self.campaigns_new[campaign.id] = campaign
+
+    def insert_segment(self, segment: Segment) -> None:
+        if self.segments([segment.id]):
+            raise DuplicateIdError(f"Segment {segment.id!r} already exists.")
+        self.segments_new[segment.id] = segment
+
+    def update_campaigns(self, campaigns: Sequence[Campaign]) -> None:
+        for c in campaigns:
+            old = self._campaign(c.id)
+            if old is None or old.version != c.version - 1:
+                raise ConcurrentUpdateError(f"Campaign {c.id!r} changed under this write.")
+            self.campaigns_new[c.id] = c
+
+    def update_segment(self, segment: Segment) -> None:
+        old = self.segments([segment.id]).get(segment.id)
+        if old is None or old.version != segment.version - 1:
+            raise ConcurrentUpdateError(f"Segment {segment.id!r} changed under this write.")
+        self.segments_new[segment.id] = segment
+
+    def append_history(self, entries: Sequence[HistoryEntry]) -> None:
+        self.history_new.extend(entries)
+
+    def lease_settings(self) -> LeaseSettings:
+        return self._s._lease
+
+
+class MemoryStore:
+    """A store in this process's memory (``memory://``).
+
+    Args:
+        clock: The clock for commit times; tests pass a `FakeClock`.
+        lease: Lease settings (memory stores need no commit wait, but gates still lease).
+    """
+
+    needs_commit_wait = False
+
+    def __init__(self, *, clock: Clock | None = None, lease: LeaseSettings | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.url = "memory://"
+        # One lock serializes writers, as SQLite's write lock does; readers take it too so
+        # they never see a transaction half-applied.
+        self._lock = threading.RLock()
+        self._campaigns: dict[str, Campaign] = {}
+        self._segments: dict[str, Segment] = {}
+        self._by_segment: dict[str, set[str]] = defaultdict(set)
+        self._history: dict[str, list[HistoryEntry]] = defaultdict(list)
+        self._results: dict[tuple[str, Channel, Emission], int] = defaultdict(int)
+        self._seq = 0
+        self._lease = lease or LeaseSettings()
+
+    @contextmanager
+    def write(self) -> Iterator[_Tx]:
+        """A write transaction: staged, applied whole when the block exits cleanly."""
+        with self._lock:
+            tx = _Tx(self)
+            yield tx
+            for c in tx.campaigns_new.values():
+                old = self._campaigns.get(c.id)
+                if old is not None:
+                    for sid in old.segments - c.segments:
+                        self._by_segment[sid].discard(c.id)
+                for sid in c.segments:
+                    self._by_segment[sid].add(c.id)
+                self._campaigns[c.id] = c
+            self._segments.update(tx.segments_new)
+            for e in tx.history_new:
+                self._history[e.campaign_id].append(e)
+            self._seq = tx.seq
+
+    def get_campaign(self, campaign_id: str) -> Campaign | None:
+        """One campaign, or None."""
+        return self._campaigns.get(campaign_id)
+
+    def get_segment(self, segment_id: str) -> Segment | None:
+        """One segment, or None."""
+        return self._segments.get(segment_id)
+
+    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
+        """Campaigns, optionally filtered by state and targeted segment, ordered by id."""
+        with self._lock:
+            pool = (
+                [self._campaigns[c] for c in self._by_segment.get(segment, ())]
+                if segment is not None
+                else list(self._campaigns.values())
+            )
+        return sorted((c for c in pool if state is None or c.state is state), key=lambda c: c.id)
+
+    def list_segments(self) -> list[Segment]:
+        """Every segment, ordered by id."""
+        with self._lock:
+            return sorted(self._segments.values(), key=lambda s: s.id)
+
+    def history(self, campaign_id: str) -> list[HistoryEntry]:
+        """A campaign's history, oldest first."""
+        with self._lock:
+            return list(self._history.get(campaign_id, ()))
+
+    def results(self, campaign_id: str) -> Results:
+        """A campaign's results."""
+        with self._lock:
+            delivered = {
+                ch: n
+                for (cid, ch, kind), n in self._results.items()
+                if cid == campaign_id and kind is Emission.MESSAGE and n
+            }
+            shown = sum(
+                n
+                for (cid, _, kind), n in self._results.items()
+                if cid == campaign_id and kind is Emission.IN_APP_IMPRESSION
+            )
+        return Results(campaign_id=campaign_id, delivered=delivered, impressions=shown)
+
+    def add_results(self, deliveries: Iterable[Delivery]) -> None:
+        """Add delivery counts."""
+        rows = list(deliveries)
+        with self._lock:
+            for d in rows:
+                self._results[(d.campaign_id, d.channel, d.kind)] += d.count
+
+    def lease_settings(self) -> LeaseSettings:
+        """The lease settings."""
+        return self._lease
+
+    def set_lease_settings(self, settings: LeaseSettings) -> None:
+        """Replace the lease settings."""
+        with self._lock:
+            self._lease = settings
+
+    def open_reader(self) -> _MemoryReader:
+        """A reader over this store (no connection to open)."""
+        return _MemoryReader(self)
+
+    def changes_since(self, seq: int) -> ChangeBatch:
+        """Everything changed after ``seq``."""
+        with self._lock:
+            return ChangeBatch(
+                seq=self._seq,
+                campaigns=[c for c in self._campaigns.values() if c.seq > seq],
+                segments=[s for s in self._segments.values() if s.seq > seq],
+                lease=self._lease,
+            )
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@attrs.frozen
+class _MemoryReader:
+    _store: MemoryStore
+
+    def version_token(self) -> object:
+        return (self._store._seq, self._store._lease)
+
+    def changes_since(self, seq: int) -> ChangeBatch:
+        return self._store.changes_since(seq)
+
+    def close(self) -> None:
+        pass

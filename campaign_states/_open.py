@@ -1,0 +1,59 @@
+"""`open_registry`: pick a store from a URL."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from ._registry import Registry
+from ._store import Store
+from .exceptions import InvalidSettingsError
+
+__all__ = ["open_registry", "open_store"]
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store a URL names.
+
+    ``memory://``; ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``
+    (``?mode=ro`` for read-only); ``postgresql://user@host/db``. Keyword options go to the
+    store's constructor (``clock``, ``lease``, ``busy_timeout``...).
+    """
+    if not isinstance(url, str):
+        raise InvalidSettingsError(f"A store URL is a str, not {type(url).__name__}.")
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        from ._memory import MemoryStore
+
+        return MemoryStore(**options)
+    if scheme == "sqlite":
+        from ._sqlite import SQLiteStore
+
+        # sqlite:///x.db -> netloc '' and path '/x.db' -> relative 'x.db';
+        # sqlite:////abs/x.db -> path '//abs/x.db' -> '/abs/x.db'.
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if parts.netloc or not path:
+            raise InvalidSettingsError(
+                f"Bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db."
+            )
+        query = urllib.parse.parse_qs(parts.query)
+        readonly = query.get("mode") == ["ro"]
+        return SQLiteStore(path, readonly=readonly, **options)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from ._postgres import PostgresStore
+        except ImportError as e:  # psycopg is an extra
+            raise InvalidSettingsError(
+                "PostgreSQL needs the extra: pip install 'campaign-states[postgres]'."
+            ) from e
+        return PostgresStore(url, **options)
+    raise InvalidSettingsError(
+        f"Unknown store URL {url!r}: use memory://, sqlite:///path.db or postgresql://..."
+    )
+
+
+def open_registry(url: str = "memory://", *, bulk_limit: int = 100_000,
+                  drain_timeout: float = 30.0, **options: Any) -> Registry:
+    """Open a registry on the store a URL names (see `open_store`)."""
+    return Registry(open_store(url, **options), bulk_limit=bulk_limit, drain_timeout=drain_timeout)

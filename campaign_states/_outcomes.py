@@ -1,0 +1,102 @@
+"""What lifecycle calls return: single changes, bulk outcomes, segment cascades."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+
+import attrs
+
+from ._records import Campaign, Segment
+
+__all__ = ["BulkResult", "ItemOutcome", "Outcome", "SegmentChange", "TransitionResult"]
+
+
+class Outcome(enum.Enum):
+    """What happened to one id of a bulk action."""
+
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    REFUSED = "refused"
+    NOT_FOUND = "not_found"
+
+
+@attrs.frozen(kw_only=True)
+class TransitionResult:
+    """The outcome of one trigger on one campaign.
+
+    Attributes:
+        campaign: The campaign after the call.
+        changed: False when the trigger's target already held (a safe retry).
+        previous: The state before the call.
+    """
+
+    campaign: Campaign
+    changed: bool
+    previous: object
+
+
+@attrs.frozen(kw_only=True)
+class ItemOutcome:
+    """One id's outcome in a bulk action.
+
+    Attributes:
+        id: The id as asked.
+        outcome: Changed, unchanged, refused or not found.
+        reason: Why it was refused (the error message), else ``None``.
+        campaign: The campaign after the call, when it exists.
+    """
+
+    id: str
+    outcome: Outcome
+    reason: str | None = None
+    campaign: Campaign | None = None
+
+
+@attrs.frozen
+class BulkResult(Mapping[str, ItemOutcome]):
+    """Per-id outcomes of a bulk action, in the order the ids were first named.
+
+    It is a read-only mapping from id to `ItemOutcome`; ``ids(Outcome.CHANGED)`` lists the
+    ids with one outcome.
+    """
+
+    _items: Mapping[str, ItemOutcome]
+
+    def __getitem__(self, key: str) -> ItemOutcome:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def ids(self, outcome: Outcome) -> list[str]:
+        """The ids whose outcome is ``outcome``, in request order."""
+        return [k for k, v in self._items.items() if v.outcome is outcome]
+
+    def counts(self) -> dict[Outcome, int]:
+        """How many ids had each outcome."""
+        out = dict.fromkeys(Outcome, 0)
+        for v in self._items.values():
+            out[v.outcome] += 1
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class SegmentChange:
+    """The outcome of archiving or unarchiving a segment.
+
+    Attributes:
+        segment: The segment after the call (unchanged on a dry run).
+        changed: Whether the segment's state changed.
+        campaign_ids: Campaigns archived by the cascade (or, on a dry run, that would be);
+            on unarchive with ``restore_campaigns``, the campaigns restored.
+        dry_run: True when nothing was written.
+    """
+
+    segment: Segment
+    changed: bool
+    campaign_ids: tuple[str, ...]
+    dry_run: bool = False

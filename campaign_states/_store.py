@@ -1,0 +1,195 @@
+"""The store protocol every backend satisfies, and the values that cross it.
+
+The registry holds all lifecycle logic and talks to a store only through `Store`,
+`WriteTx` and `Reader`, so the memory, SQLite and PostgreSQL stores persist the same
+decisions and pass one contract suite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+import attrs
+
+from ._clock import Clock
+from ._lifecycle import State
+from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
+from .exceptions import InvalidSettingsError
+
+__all__ = ["ChangeBatch", "LeaseSettings", "Reader", "Store", "WriteTx"]
+
+
+def _seconds(*, allow_zero: bool) -> Callable[[object, attrs.Attribute[float], float], None]:
+    def check(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidSettingsError(f"{attribute.name} must be a number, not {value!r}.")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise InvalidSettingsError(
+                f"{attribute.name} must be finite and {'>= 0' if allow_zero else '> 0'}, "
+                f"not {value!r}."
+            )
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class LeaseSettings:
+    """How long a gate may trust its snapshot, and so how long an archive waits.
+
+    They belong to the store (persisted in it), not to each process: an archiver must wait
+    at least as long as the longest lease any gate holds.
+
+    Attributes:
+        lease: A gate denies (STALE) once this long has passed since its last successful
+            refresh *started*. Shorter: archives return sooner; longer: store blips of up to
+            about ``lease - refresh`` go unnoticed.
+        grace: Time allowed between ``still_valid()`` and the bytes leaving.
+        refresh: How often a gate polls the store. Must be below ``lease``.
+        clock_margin: Relative clock-rate error allowed between hosts.
+        previous_wait: While a shortened lease is taking effect, the old commit wait.
+        previous_until: Store-clock time until which ``previous_wait`` still applies.
+    """
+
+    lease: float = attrs.field(default=0.5, validator=_seconds(allow_zero=False))
+    grace: float = attrs.field(default=0.05, validator=_seconds(allow_zero=True))
+    refresh: float = attrs.field(default=0.05, validator=_seconds(allow_zero=False))
+    clock_margin: float = attrs.field(default=0.01, validator=_seconds(allow_zero=True))
+    previous_wait: float = attrs.field(default=0.0, validator=_seconds(allow_zero=True))
+    previous_until: float = attrs.field(default=0.0)
+
+    def __attrs_post_init__(self) -> None:
+        if self.refresh >= self.lease:
+            raise InvalidSettingsError(
+                f"refresh ({self.refresh}s) must be shorter than lease ({self.lease}s): "
+                "a gate would lapse between refreshes."
+            )
+        if self.clock_margin >= 1:
+            raise InvalidSettingsError("clock_margin is a fraction; use e.g. 0.01.")
+
+    def commit_wait(self, now: float) -> float:
+        """How long an archive waits after its commit, at store-clock time ``now``."""
+        wait = (self.lease + self.grace) * (1 + self.clock_margin)
+        if now < self.previous_until:
+            wait = max(wait, self.previous_wait)
+        return wait
+
+
+@attrs.frozen(kw_only=True)
+class ChangeBatch:
+    """What changed since a sequence number (all of it, from 0).
+
+    Attributes:
+        seq: The store's sequence number this batch brings a reader up to.
+        campaigns: Campaigns whose last change is after the asked-for sequence.
+        segments: Segments likewise.
+        lease: The store's lease settings, read in the same transaction.
+    """
+
+    seq: int
+    campaigns: Sequence[Campaign]
+    segments: Sequence[Segment]
+    lease: LeaseSettings
+
+
+class WriteTx(Protocol):
+    """**Protocol:** one write transaction; writes are all or nothing.
+
+    Reads inside it see its own writes and lock what they read against other writers
+    (SQLite: the database write lock from ``BEGIN IMMEDIATE``; PostgreSQL: row locks).
+    """
+
+    def campaigns(self, ids: Collection[str]) -> dict[str, Campaign]:
+        """The campaigns among ``ids`` that exist, locked for update."""
+
+    def campaigns_targeting(self, segment_id: str) -> list[Campaign]:
+        """Every campaign that targets ``segment_id``, locked for update."""
+
+    def segments(self, ids: Collection[str]) -> dict[str, Segment]:
+        """The segments among ``ids`` that exist, locked against concurrent change."""
+
+    def next_seq(self, count: int) -> int:
+        """Reserve ``count`` global sequence numbers; return the first."""
+
+    def insert_campaign(self, campaign: Campaign, segments: Collection[str]) -> None:
+        """Add a new campaign (DuplicateIdError if the id exists)."""
+
+    def insert_segment(self, segment: Segment) -> None:
+        """Add a new segment (DuplicateIdError if the id exists)."""
+
+    def update_campaigns(self, campaigns: Sequence[Campaign]) -> None:
+        """Write new versions; each is a compare-and-set on ``version - 1``."""
+
+    def update_segment(self, segment: Segment) -> None:
+        """Write a segment's new version (compare-and-set on ``version - 1``)."""
+
+    def append_history(self, entries: Sequence[HistoryEntry]) -> None:
+        """Append history entries."""
+
+    def lease_settings(self) -> LeaseSettings:
+        """The store's lease settings, read in this transaction."""
+
+
+class Reader(Protocol):
+    """**Protocol:** a dedicated read connection for a gate's refresher."""
+
+    def version_token(self) -> object:
+        """A cheap value that changes whenever anything commits (SQLite ``data_version``)."""
+
+    def changes_since(self, seq: int) -> ChangeBatch:
+        """Everything changed after ``seq``, in one consistent read."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+class Store(Protocol):
+    """**Protocol:** where campaigns, segments, history and results live.
+
+    Attributes:
+        clock: The clock commit times are measured on (shared by all users of the store).
+        needs_commit_wait: False only for a store no other process can read (memory).
+        url: The URL that reopens this store.
+    """
+
+    clock: Clock
+    needs_commit_wait: bool
+    url: str
+
+    def write(self) -> AbstractContextManager[WriteTx]:
+        """A durable write transaction, committed when the block exits cleanly."""
+
+    def get_campaign(self, campaign_id: str) -> Campaign | None:
+        """One campaign, or None."""
+
+    def get_segment(self, segment_id: str) -> Segment | None:
+        """One segment, or None."""
+
+    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id."""
+
+    def list_segments(self) -> list[Segment]:
+        """Every segment, ordered by id."""
+
+    def history(self, campaign_id: str) -> list[HistoryEntry]:
+        """A campaign's history, oldest first."""
+
+    def results(self, campaign_id: str) -> Results:
+        """A campaign's results."""
+
+    def add_results(self, deliveries: Iterable[Delivery]) -> None:
+        """Add delivery counts, in one transaction."""
+
+    def lease_settings(self) -> LeaseSettings:
+        """The store's persisted lease settings."""
+
+    def set_lease_settings(self, settings: LeaseSettings) -> None:
+        """Persist new lease settings."""
+
+    def open_reader(self) -> Reader:
+        """A new dedicated reader (its own connection)."""
+
+    def close(self) -> None:
+        """Release connections."""

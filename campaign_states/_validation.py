@@ -1,0 +1,82 @@
+"""Input checks that run before any store sees a value.
+
+sqlite3 matches the int 5 to the text '5' and raises OverflowError on 2**63, so wrong types
+are refused here, not coerced there.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+from typing import TypeVar
+
+from .exceptions import (
+    InvalidChannelError,
+    InvalidIdError,
+    InvalidIdTypeError,
+    InvalidSettingsError,
+)
+
+MAX_ID_LENGTH = 128
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _has_control(value: str) -> bool:
+    # C0, DEL and C1 controls: they break logs, terminals and our \x1f-joined columns.
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value)
+
+
+def check_id(value: object, kind: str = "campaign") -> str:
+    """Return ``value`` if it is a well-formed id, else raise a typed error."""
+    if type(value) is not str:
+        raise InvalidIdTypeError(
+            f"A {kind} id must be a str, not {type(value).__name__} ({value!r:.40})."
+        )
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidIdError(
+            f"A {kind} id must be 1 to {MAX_ID_LENGTH} characters, got {len(value)}."
+        )
+    if _has_control(value) or value != value.strip():
+        raise InvalidIdError(
+            f"A {kind} id must not hold control characters or surrounding spaces: {value!r:.60}."
+        )
+    return value
+
+
+def check_ids(values: object, kind: str = "campaign") -> list[str]:
+    """Check an iterable of ids (not a single str, which would iterate its characters)."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise InvalidIdTypeError(
+            f"Expected a collection of {kind} ids, not {type(values).__name__}."
+        )
+    return [check_id(v, kind) for v in values]
+
+
+def check_channels(value: object, enum_type: type[E]) -> frozenset[E]:
+    """Turn names or members into a frozenset of channels, refusing unknown ones."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidIdTypeError(
+            f"Expected a collection of channels, not {type(value).__name__}."
+        )
+    out = set()
+    valid = [m.value for m in enum_type]
+    for item in value:
+        if isinstance(item, enum_type):
+            out.add(item)
+        elif type(item) is str and item in valid:
+            out.add(enum_type(item))
+        else:
+            raise InvalidChannelError(item, valid)
+    return frozenset(out)
+
+
+def check_positive_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A finite, positive number of seconds (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSettingsError(f"{name} must be a number of seconds, not {value!r}.")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise InvalidSettingsError(f"{name} must be a finite number of seconds > 0, not {value!r}.")
+    return v

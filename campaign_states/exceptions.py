@@ -1,0 +1,245 @@
+"""Every error the lifecycle raises.
+
+The tree::
+
+    CampaignStateError
+    ├── CampaignNotFoundError (LookupError)
+    ├── SegmentNotFoundError (LookupError)
+    ├── InvalidIdError (ValueError)
+    ├── InvalidIdTypeError (TypeError)
+    ├── InvalidChannelError (ValueError)
+    ├── InvalidFieldError (TypeError)
+    ├── InvalidSettingsError (ValueError)
+    ├── BulkLimitError (ValueError)
+    ├── DuplicateIdError (ValueError)
+    ├── InvalidTransitionError
+    │   ├── CampaignArchivedError
+    │   └── SegmentArchivedError
+    ├── ConcurrentUpdateError
+    ├── DrainTimeoutError (TimeoutError)
+    └── StoreError
+        ├── StoreBusyError
+        ├── StoreFullError
+        ├── StoreReadOnlyError
+        ├── StoreCorruptError
+        │   └── ForeignStoreError
+        ├── StoreUnavailableError (ConnectionError)
+        └── CommitUnknownError
+
+Foreign exceptions (``transitions.MachineError``, ``sqlite3.Error``, ``psycopg.Error``) are
+translated where they arise and never reach a caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+__all__ = [
+    "BulkLimitError",
+    "CampaignArchivedError",
+    "CampaignNotFoundError",
+    "CampaignStateError",
+    "CommitUnknownError",
+    "ConcurrentUpdateError",
+    "DrainTimeoutError",
+    "DuplicateIdError",
+    "ForeignStoreError",
+    "InvalidChannelError",
+    "InvalidFieldError",
+    "InvalidIdError",
+    "InvalidIdTypeError",
+    "InvalidSettingsError",
+    "InvalidTransitionError",
+    "SegmentArchivedError",
+    "SegmentNotFoundError",
+    "StoreBusyError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreFullError",
+    "StoreReadOnlyError",
+    "StoreUnavailableError",
+]
+
+
+class CampaignStateError(Exception):
+    """Base of every error this package raises."""
+
+
+class CampaignNotFoundError(CampaignStateError, LookupError):
+    """No campaign has this id."""
+
+    def __init__(self, campaign_id: str) -> None:
+        self.campaign_id = campaign_id
+        super().__init__(f"Campaign {campaign_id!r} does not exist.")
+
+
+class SegmentNotFoundError(CampaignStateError, LookupError):
+    """No segment has this id."""
+
+    def __init__(self, segment_id: str) -> None:
+        self.segment_id = segment_id
+        super().__init__(f"Segment {segment_id!r} does not exist: create it first.")
+
+
+class InvalidIdError(CampaignStateError, ValueError):
+    """An id is empty, too long or holds control characters."""
+
+
+class InvalidIdTypeError(CampaignStateError, TypeError):
+    """An id is not a ``str`` (ints, bytes, None and lists are refused, not coerced)."""
+
+
+class InvalidChannelError(CampaignStateError, ValueError):
+    """A channel name is not one of the known channels."""
+
+    def __init__(self, channel: object, valid: Iterable[str], *, message: str | None = None) -> None:
+        self.channel = channel
+        self.valid = tuple(valid)
+        super().__init__(
+            message or f"Unknown channel {channel!r}: valid channels are {', '.join(self.valid)}."
+        )
+
+
+class InvalidFieldError(CampaignStateError, TypeError):
+    """A name, content or actor is not a ``str``."""
+
+
+class InvalidSettingsError(CampaignStateError, ValueError):
+    """A setting (lease, grace, refresh period, bulk cap, busy timeout) is out of range."""
+
+
+class BulkLimitError(CampaignStateError, ValueError):
+    """A bulk request names more distinct ids than the registry's cap; nothing was done."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"Bulk request names {size} distinct ids, over the limit of {limit}: "
+            "split it, or raise bulk_limit when opening the registry."
+        )
+
+
+class DuplicateIdError(CampaignStateError, ValueError):
+    """A create names an id that already exists."""
+
+
+class InvalidTransitionError(CampaignStateError):
+    """A trigger is impossible from the record's current state.
+
+    Attributes:
+        record_id: The campaign (or segment) id.
+        trigger: The trigger asked for.
+        state: The current state.
+        allowed: The triggers that are possible from ``state``.
+    """
+
+    def __init__(
+        self,
+        record_id: str,
+        trigger: str,
+        state: str,
+        allowed: Collection[str],
+        *,
+        message: str | None = None,
+    ) -> None:
+        self.record_id = record_id
+        self.trigger = trigger
+        self.state = state
+        self.allowed = tuple(allowed)
+        super().__init__(
+            message
+            or f"Cannot {trigger} {record_id!r}: it is {state}; allowed from {state}: "
+            f"{', '.join(self.allowed) or 'nothing'}."
+        )
+
+
+class CampaignArchivedError(InvalidTransitionError):
+    """An archived campaign is read-only: unarchive it first."""
+
+    def __init__(self, campaign_id: str, action: str = "edit", allowed: Collection[str] = ()) -> None:
+        super().__init__(
+            campaign_id,
+            action,
+            "archived",
+            allowed or ("unarchive",),
+            message=f"Campaign {campaign_id!r} is archived: unarchive it before you {action} it.",
+        )
+
+
+class SegmentArchivedError(InvalidTransitionError):
+    """Resume (or targeting) refused because a segment is archived.
+
+    Attributes:
+        segment_ids: The archived segments in the way.
+    """
+
+    def __init__(self, campaign_id: str, segment_ids: Collection[str], action: str = "resume") -> None:
+        self.segment_ids = tuple(sorted(segment_ids))
+        names = ", ".join(repr(s) for s in self.segment_ids)
+        super().__init__(
+            campaign_id,
+            action,
+            "active_stopped",
+            (),
+            message=(
+                f"Cannot {action} campaign {campaign_id!r}: it targets archived segment(s) {names}. "
+                "Unarchive the segment or edit the campaign to target another."
+            ),
+        )
+
+
+class ConcurrentUpdateError(CampaignStateError):
+    """Another writer changed the record between read and write more times than retried."""
+
+
+class DrainTimeoutError(CampaignStateError, TimeoutError):
+    """The change is committed, but emissions admitted before it were still in flight.
+
+    Attributes:
+        campaign_ids: Campaigns whose in-flight permits did not finish in time.
+    """
+
+    def __init__(self, campaign_ids: Collection[str], timeout: float) -> None:
+        self.campaign_ids = tuple(sorted(campaign_ids))
+        super().__init__(
+            f"The archive is committed, and no new emission will be admitted, but permits "
+            f"admitted before it were still in flight after {timeout:g}s for "
+            f"{len(self.campaign_ids)} campaign(s) (e.g. {self.campaign_ids[:3]}). "
+            "Check for stuck senders."
+        )
+
+
+class StoreError(CampaignStateError):
+    """The store failed; the transaction was rolled back and nothing changed."""
+
+
+class StoreBusyError(StoreError):
+    """Another writer held the store's write lock past the busy timeout: retry later."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or file size limit) is full: free space, then retry."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The store is read-only (file mode, mount, or ``mode=ro``): writes are refused."""
+
+
+class StoreCorruptError(StoreError):
+    """The store's file is damaged: restore it from a backup."""
+
+
+class ForeignStoreError(StoreCorruptError):
+    """The file is a database, but not a campaign-states store (or of a newer schema)."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The store cannot be reached (server down, connection lost)."""
+
+
+class CommitUnknownError(StoreError):
+    """The connection was lost during COMMIT: the change may or may not be saved.
+
+    Retrying the same call is safe: every trigger is idempotent.
+    """
