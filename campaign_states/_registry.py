@@ -22,7 +22,7 @@ from ._lifecycle import (
     decide_cached,
     decide_segment,
 )
-from ._listeners import ChangeListener, Listeners
+from ._listeners import ChangeListener, Listeners, settle
 from ._outcomes import BulkResult, ItemOutcome, Outcome, SegmentChange, TransitionResult
 from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
 from ._store import LeaseSettings, Reader, Store, WriteTx
@@ -32,7 +32,6 @@ from .exceptions import (
     CampaignArchivedError,
     CampaignNotFoundError,
     ConcurrentUpdateError,
-    DrainTimeoutError,
     InvalidChannelError,
     InvalidFieldError,
     InvalidSettingsError,
@@ -172,28 +171,8 @@ class Registry:
                 silenced: Collection[str], held_since: dict[str, float],
                 lease: LeaseSettings) -> None:
         """After a commit: update local gates, drain their permits, wait out remote leases."""
-        # The commit time is read after the commit returned, so it is no earlier than the
-        # moment the change became visible to any reader.
-        committed = self.clock.now()
-        if written or segments:
-            self._listeners.apply(written, segments)
-        if not silenced:
-            return
-        stuck = self._listeners.drain(silenced, self.drain_timeout) if self._listeners else set()
-        if self.store.needs_commit_wait:
-            wait = lease.commit_wait(committed)
-            deadline = committed + wait if written else committed
-            for since in held_since.values():
-                # A retry of a recent archive waits what remains of it. The first caller
-                # recorded `since` inside its transaction, before its commit; allowing that
-                # commit up to `wait` to complete gives `since + 2 * wait`. Never beyond our
-                # own commit + wait: the first commit happened before our read.
-                deadline = max(deadline, min(since + 2 * wait, committed + wait))
-            left = deadline - self.clock.now()
-            if left > 0:
-                self.clock.sleep(left)
-        if stuck:
-            raise DrainTimeoutError(stuck, self.drain_timeout)
+        settle(self._listeners, self.store, written, segments, silenced, held_since, lease,
+               drain_timeout=self.drain_timeout)
 
     # -- segments ---------------------------------------------------------------------------
 

@@ -12,43 +12,13 @@ from hypothesis import HealthCheck, settings
 
 from campaign_states import FakeClock, Registry
 from campaign_states.stores import MemoryStore, SQLiteStore
+from support import PG_DSN, require_postgres
 
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile(
     "ci", max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-
-PG_DSN = os.environ.get("CAMPAIGN_STATES_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRE_PG = os.environ.get("CAMPAIGN_STATES_REQUIRE_PG") == "1"
-
-
-def _pg_unreachable_reason() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'campaign-states[postgres]')"
-    try:
-        with psycopg.connect(PG_DSN, connect_timeout=3):
-            return None
-    except psycopg.Error as e:
-        return f"no PostgreSQL at CAMPAIGN_STATES_PG_DSN={PG_DSN}: {e}"
-
-
-_PG_REASON: list[str | None] = []
-
-
-def require_postgres() -> None:
-    """Skip (or, with CAMPAIGN_STATES_REQUIRE_PG=1, fail) when no PostgreSQL is reachable."""
-    if not _PG_REASON:
-        _PG_REASON.append(_pg_unreachable_reason())
-    reason = _PG_REASON[0]
-    if reason is None:
-        return
-    if REQUIRE_PG:
-        pytest.fail(f"CAMPAIGN_STATES_REQUIRE_PG=1 but {reason}")
-    pytest.skip(reason)
-
 
 @pytest.fixture
 def pg_dsn() -> Iterator[str]:
