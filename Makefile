@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench diagrams clean venv
+.PHONY: demo test test-slow lint bench diagrams clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ demo: $(STAMP)
 
 ## Run the whole test suite (PostgreSQL tests skip with a reason unless CAMPAIGN_STATES_REQUIRE_PG=1).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/pytest
+
+## The long race suite (hundreds of archives, several seeds); CI runs it after `make test`.
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow
 
 ## ruff and mypy, as CI runs them.
 lint: $(STAMP)

@@ -20,12 +20,11 @@ from ._open import open_registry, open_store
 from ._outcomes import BulkResult, ItemOutcome, Outcome, SegmentChange, TransitionResult
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._registry import Registry
-from ._store import ChangeBatch, LeaseSettings, Reader, Store, WriteTx
+from ._store import ChangeBatch, LeaseSettings, Reader, SetWriteTx, Store, WriteTx
 
 __all__ = [
-    "CAMPAIGN_LIFECYCLE",
-    "SEGMENT_LIFECYCLE",
     "BulkResult",
+    "CAMPAIGN_LIFECYCLE",
     "Campaign",
     "ChangeBatch",
     "ChangeListener",
@@ -42,10 +41,12 @@ __all__ = [
     "Reader",
     "Registry",
     "Results",
+    "SEGMENT_LIFECYCLE",
     "Segment",
     "SegmentChange",
     "SegmentState",
     "SegmentTrigger",
+    "SetWriteTx",
     "State",
     "Store",
     "SystemClock",

@@ -33,8 +33,16 @@ __all__ = [
 ]
 
 
+# Enum's own __hash__ is Python code (hash of the name); members are singletons compared
+# by identity, so identity hashing is equivalent and several times faster. Bulk actions
+# over 100,000 campaigns look states up in dicts a few times per campaign.
+_identity_hash = object.__hash__
+
+
 class State(enum.Enum):
     """The states of a campaign."""
+
+    __hash__ = _identity_hash
 
     ACTIVE_RUNNING = "active_running"
     ACTIVE_STOPPED = "active_stopped"
@@ -43,6 +51,8 @@ class State(enum.Enum):
 
 class Trigger(enum.Enum):
     """What an operator (or a cascade) can do to a campaign."""
+
+    __hash__ = _identity_hash
 
     RESUME = "resume"
     STOP = "stop"
@@ -53,12 +63,16 @@ class Trigger(enum.Enum):
 class SegmentState(enum.Enum):
     """The states of a segment."""
 
+    __hash__ = _identity_hash
+
     ACTIVE = "active"
     ARCHIVED = "archived"
 
 
 class SegmentTrigger(enum.Enum):
     """What an operator can do to a segment."""
+
+    __hash__ = _identity_hash
 
     ARCHIVE = "archive"
     UNARCHIVE = "unarchive"
@@ -153,16 +167,24 @@ SEGMENT_LIFECYCLE: Final = Lifecycle(
     states=(SegmentState.ACTIVE, SegmentState.ARCHIVED),
     initial=SegmentState.ACTIVE,
     transitions=(
-        {"trigger": SegmentTrigger.ARCHIVE, "source": SegmentState.ACTIVE,
-         "dest": SegmentState.ARCHIVED},
-        {"trigger": SegmentTrigger.UNARCHIVE, "source": SegmentState.ARCHIVED,
-         "dest": SegmentState.ACTIVE},
+        {
+            "trigger": SegmentTrigger.ARCHIVE,
+            "source": SegmentState.ACTIVE,
+            "dest": SegmentState.ARCHIVED,
+        },
+        {
+            "trigger": SegmentTrigger.UNARCHIVE,
+            "source": SegmentState.ARCHIVED,
+            "dest": SegmentState.ACTIVE,
+        },
     ),
 )
 
 
 class Verdict(enum.Enum):
     """What the engine says about one trigger on one record."""
+
+    __hash__ = _identity_hash
 
     CHANGED = "changed"
     UNCHANGED = "unchanged"  # the trigger's target already holds: a safe retry
@@ -196,7 +218,9 @@ def _validate(lifecycle: Lifecycle) -> None:
                 reachable.add(t["dest"])
                 changed = True
     if unreachable := states - reachable:
-        raise ValueError(f"{lifecycle.name}: unreachable states {sorted(s.value for s in unreachable)}")
+        raise ValueError(
+            f"{lifecycle.name}: unreachable states {sorted(s.value for s in unreachable)}"
+        )
 
 
 def build_machine(lifecycle: Lifecycle, *, graph: bool = False, **kwargs: Any) -> Machine:
@@ -269,16 +293,6 @@ def decide(
     )
     assert isinstance(new, State)
     return verdict, new
-
-
-@functools.cache
-def decide_cached(state: State, trigger: Trigger, segment_archived: bool) -> tuple[Verdict, State]:
-    """`decide`, memoized: the outcome is a pure function of its three inputs.
-
-    Bulk actions over 100,000 campaigns call this; every distinct input is still decided by
-    firing the machine once.
-    """
-    return decide(state, trigger, segment_archived=segment_archived)
 
 
 def decide_segment(state: SegmentState, trigger: SegmentTrigger) -> tuple[Verdict, SegmentState]:

@@ -79,10 +79,18 @@ class Listeners:
         return bool(self._items)
 
 
-def settle(listeners: Listeners, store: Store, written: Sequence[Campaign],
-           segments: Sequence[Segment], silenced: Collection[str],
-           held_since: Mapping[str, float], lease: LeaseSettings, *,
-           drain_timeout: float) -> None:
+# The registry (core) passes these positionally; keyword-only would break its call.
+def settle(  # noqa: PLR0917
+    listeners: Listeners,
+    store: Store,
+    written: Sequence[Campaign],
+    segments: Sequence[Segment],
+    silenced: Collection[str],
+    held_since: Mapping[str, float],
+    lease: LeaseSettings,
+    *,
+    drain_timeout: float,
+) -> None:
     """After a commit: update local gates, then, for archives and stops, make the promise true.
 
     Order matters: (1) ``apply`` first, so local gates reflect the committed state before
@@ -121,11 +129,13 @@ def settle(listeners: Listeners, store: Store, written: Sequence[Campaign],
             # A retry of a recent archive waits what remains of it. The first caller
             # recorded `since` inside its transaction, before its commit; allowing that
             # commit up to `wait` to complete gives `since + 2 * wait`. Never beyond our
-            # own commit + wait: the first commit happened before our read.
+            # own commit + wait: the first commit happened before our read. (Assumption,
+            # documented: a commit completes within `wait` of its transaction deciding
+            # the change; a slower one could let a retry return before remote leases
+            # taken just before that commit have lapsed.)
             deadline = max(deadline, min(since + 2 * wait, committed + wait))
         left = deadline - store.clock.now()
         if left > 0:
             store.clock.sleep(left)
     if stuck:
         raise DrainTimeoutError(stuck, drain_timeout)
-

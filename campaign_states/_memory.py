@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 
 import attrs
 
@@ -22,22 +23,49 @@ from .exceptions import ConcurrentUpdateError, DuplicateIdError
 __all__ = ["MemoryStore"]
 
 
-class _Tx:
-    """Stages every write and applies them together on commit (all or nothing)."""
+class _Tx(AbstractContextManager["_Tx"]):
+    """Stages every write and applies them together on commit (all or nothing).
+
+    Entering takes the store's lock (one writer at a time, as SQLite's write lock); leaving
+    cleanly applies the staged writes, leaving on an exception drops them.
+    """
 
     def __init__(self, store: MemoryStore) -> None:
         self._s = store
         self.campaigns_new: dict[str, Campaign] = {}
         self.segments_new: dict[str, Segment] = {}
         self.history_new: list[HistoryEntry] = []
-        self.seq = store._seq
+        self.seq = 0
+
+    def __enter__(self) -> _Tx:
+        self._s._lock.acquire()
+        self.seq = self._s._seq
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                self._s._apply(self)
+        finally:
+            self._s._lock.release()
 
     def _campaign(self, cid: str) -> Campaign | None:
         return self.campaigns_new.get(cid) or self._s._campaigns.get(cid)
 
     def campaigns(self, ids: Collection[str]) -> dict[str, Campaign]:
-        found = {cid: self._campaign(cid) for cid in ids}
-        return {cid: c for cid, c in found.items() if c is not None}
+        staged = self.campaigns_new
+        stored = self._s._campaigns
+        out: dict[str, Campaign] = {}
+        for cid in ids:
+            c = staged.get(cid) or stored.get(cid)
+            if c is not None:
+                out[cid] = c
+        return out
 
     def campaigns_targeting(self, segment_id: str) -> list[Campaign]:
         ids = set(self._s._by_segment.get(segment_id, ()))
@@ -104,28 +132,33 @@ class MemoryStore:
         self._segments: dict[str, Segment] = {}
         self._by_segment: dict[str, set[str]] = defaultdict(set)
         self._history: dict[str, list[HistoryEntry]] = defaultdict(list)
-        self._results: dict[tuple[str, Channel, Emission], int] = defaultdict(int)
+        self._results: dict[str, dict[tuple[Channel, Emission], int]] = {}
         self._seq = 0
         self._lease = lease or LeaseSettings()
 
-    @contextmanager
-    def write(self) -> Iterator[_Tx]:
+    def write(self) -> _Tx:
         """A write transaction: staged, applied whole when the block exits cleanly."""
-        with self._lock:
-            tx = _Tx(self)
-            yield tx
-            for c in tx.campaigns_new.values():
-                old = self._campaigns.get(c.id)
+        return _Tx(self)
+
+    def _apply(self, tx: _Tx) -> None:
+        # Called with the lock held. Nothing here can fail half-way on data the
+        # transaction already checked (dict and set updates only).
+        campaigns = self._campaigns
+        by_segment = self._by_segment
+        for c in tx.campaigns_new.values():
+            old = campaigns.get(c.id)
+            if old is None or old.segments is not c.segments:
                 if old is not None:
                     for sid in old.segments - c.segments:
-                        self._by_segment[sid].discard(c.id)
+                        by_segment[sid].discard(c.id)
                 for sid in c.segments:
-                    self._by_segment[sid].add(c.id)
-                self._campaigns[c.id] = c
-            self._segments.update(tx.segments_new)
-            for e in tx.history_new:
-                self._history[e.campaign_id].append(e)
-            self._seq = tx.seq
+                    by_segment[sid].add(c.id)
+            campaigns[c.id] = c
+        self._segments.update(tx.segments_new)
+        history = self._history
+        for e in tx.history_new:
+            history[e.campaign_id].append(e)
+        self._seq = tx.seq
 
     def get_campaign(self, campaign_id: str) -> Campaign | None:
         """One campaign, or None."""
@@ -158,16 +191,9 @@ class MemoryStore:
     def results(self, campaign_id: str) -> Results:
         """A campaign's results."""
         with self._lock:
-            delivered = {
-                ch: n
-                for (cid, ch, kind), n in self._results.items()
-                if cid == campaign_id and kind is Emission.MESSAGE and n
-            }
-            shown = sum(
-                n
-                for (cid, _, kind), n in self._results.items()
-                if cid == campaign_id and kind is Emission.IN_APP_IMPRESSION
-            )
+            counts = dict(self._results.get(campaign_id, {}))
+        delivered = {ch: n for (ch, kind), n in counts.items() if kind is Emission.MESSAGE}
+        shown = sum(n for (_, kind), n in counts.items() if kind is Emission.IN_APP_IMPRESSION)
         return Results(campaign_id=campaign_id, delivered=delivered, impressions=shown)
 
     def add_results(self, deliveries: Iterable[Delivery]) -> None:
@@ -175,7 +201,9 @@ class MemoryStore:
         rows = list(deliveries)
         with self._lock:
             for d in rows:
-                self._results[(d.campaign_id, d.channel, d.kind)] += d.count
+                per = self._results.setdefault(d.campaign_id, {})
+                key = (d.channel, d.kind)
+                per[key] = per.get(key, 0) + d.count
 
     def lease_settings(self) -> LeaseSettings:
         """The lease settings."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import urllib.parse
 from typing import Any
 
@@ -26,6 +27,7 @@ def open_store(url: str, **options: Any) -> Store:
     if scheme == "memory":
         from ._memory import MemoryStore
 
+        _check_options(MemoryStore, options)
         return MemoryStore(**options)
     if scheme == "sqlite":
         from ._sqlite import SQLiteStore
@@ -37,9 +39,14 @@ def open_store(url: str, **options: Any) -> Store:
             raise InvalidSettingsError(
                 f"Bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db."
             )
-        query = urllib.parse.parse_qs(parts.query)
-        readonly = query.get("mode") == ["ro"]
-        return SQLiteStore(path, readonly=readonly, **options)
+        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+        mode = query.pop("mode", ["rw"])
+        if query or mode not in (["ro"], ["rw"]):
+            raise InvalidSettingsError(
+                f"Bad SQLite URL {url!r}: the only option is ?mode=ro (read-only) or ?mode=rw."
+            )
+        _check_options(SQLiteStore, options, taken=("path", "readonly"))
+        return SQLiteStore(urllib.parse.unquote(path), readonly=mode == ["ro"], **options)
     if scheme in ("postgresql", "postgres"):
         try:
             from ._postgres import PostgresStore
@@ -47,13 +54,33 @@ def open_store(url: str, **options: Any) -> Store:
             raise InvalidSettingsError(
                 "PostgreSQL needs the extra: pip install 'campaign-states[postgres]'."
             ) from e
+        _check_options(PostgresStore, options, taken=("url",))
         return PostgresStore(url, **options)
     raise InvalidSettingsError(
         f"Unknown store URL {url!r}: use memory://, sqlite:///path.db or postgresql://..."
     )
 
 
-def open_registry(url: str = "memory://", *, bulk_limit: int = 100_000,
-                  drain_timeout: float = 30.0, **options: Any) -> Registry:
+def _check_options(cls: type, options: dict[str, Any], taken: tuple[str, ...] = ()) -> None:
+    # An unknown keyword would surface as a bare TypeError from the constructor.
+    accepted = [
+        name
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in taken
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise InvalidSettingsError(
+            f"{cls.__name__} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}."
+        )
+
+
+def open_registry(
+    url: str = "memory://",
+    *,
+    bulk_limit: int = 100_000,
+    drain_timeout: float = 30.0,
+    **options: Any,
+) -> Registry:
     """Open a registry on the store a URL names (see `open_store`)."""
     return Registry(open_store(url, **options), bulk_limit=bulk_limit, drain_timeout=drain_timeout)

@@ -7,13 +7,17 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
+from ._lifecycle import State
 from ._records import Campaign, Segment
+from .exceptions import CampaignStateError
 
 __all__ = ["BulkResult", "ItemOutcome", "Outcome", "SegmentChange", "TransitionResult"]
 
 
 class Outcome(enum.Enum):
     """What happened to one id of a bulk action."""
+
+    __hash__ = object.__hash__  # as State: members are singletons
 
     CHANGED = "changed"
     UNCHANGED = "unchanged"
@@ -33,7 +37,7 @@ class TransitionResult:
 
     campaign: Campaign
     changed: bool
-    previous: object
+    previous: State
 
 
 @attrs.frozen(kw_only=True)
@@ -45,15 +49,21 @@ class ItemOutcome:
         outcome: Changed, unchanged, refused or not found.
         reason: Why it was refused (the error message), else ``None``.
         campaign: The campaign after the call, when it exists.
+        error: The error a single call would have raised, when refused.
     """
 
     id: str
     outcome: Outcome
     reason: str | None = None
     campaign: Campaign | None = None
+    error: CampaignStateError | None = attrs.field(default=None, eq=False, repr=False)
 
 
-@attrs.frozen
+# (outcome, campaign after, refusal): what the registry records per id; `ItemOutcome`s
+# are built from it on access, so a 100,000-id bulk call does not build 100,000 of them.
+Row = tuple[Outcome, Campaign | None, CampaignStateError | None]
+
+
 class BulkResult(Mapping[str, ItemOutcome]):
     """Per-id outcomes of a bulk action, in the order the ids were first named.
 
@@ -61,26 +71,40 @@ class BulkResult(Mapping[str, ItemOutcome]):
     ids with one outcome.
     """
 
-    _items: Mapping[str, ItemOutcome]
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Mapping[str, Row]) -> None:
+        self._rows = rows
 
     def __getitem__(self, key: str) -> ItemOutcome:
-        return self._items[key]
+        outcome, campaign, error = self._rows[key]
+        return ItemOutcome(
+            id=key,
+            outcome=outcome,
+            campaign=campaign,
+            error=error,
+            reason=None if error is None else str(error),
+        )
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(self._rows)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k.value}={v}" for k, v in self.counts().items() if v)
+        return f"BulkResult({counts or 'empty'})"
 
     def ids(self, outcome: Outcome) -> list[str]:
         """The ids whose outcome is ``outcome``, in request order."""
-        return [k for k, v in self._items.items() if v.outcome is outcome]
+        return [k for k, v in self._rows.items() if v[0] is outcome]
 
     def counts(self) -> dict[Outcome, int]:
         """How many ids had each outcome."""
         out = dict.fromkeys(Outcome, 0)
-        for v in self._items.values():
-            out[v.outcome] += 1
+        for v in self._rows.values():
+            out[v[0]] += 1
         return out
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import gc
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -18,24 +18,28 @@ from ._lifecycle import (
     State,
     Trigger,
     Verdict,
-    campaign_triggers_allowed,
-    decide_cached,
     decide_segment,
 )
 from ._listeners import ChangeListener, Listeners, settle
-from ._outcomes import BulkResult, ItemOutcome, Outcome, SegmentChange, TransitionResult
+from ._outcomes import BulkResult, Outcome, SegmentChange, TransitionResult
+from ._planning import Plan, gc_paused, plan, write_transitions
 from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
-from ._store import LeaseSettings, Reader, Store, WriteTx
-from ._validation import check_channels, check_id, check_ids, check_positive_seconds
+from ._store import LeaseSettings, Reader, SetWriteTx, Store, WriteTx
+from ._validation import (
+    check_channels,
+    check_distinct_ids,
+    check_id,
+    check_ids,
+    check_positive_seconds,
+)
 from .exceptions import (
-    BulkLimitError,
     CampaignArchivedError,
     CampaignNotFoundError,
     ConcurrentUpdateError,
     InvalidChannelError,
     InvalidFieldError,
     InvalidSettingsError,
-    InvalidTransitionError,
+    InvalidValueError,
     SegmentArchivedError,
     SegmentNotFoundError,
 )
@@ -45,25 +49,6 @@ __all__ = ["Registry"]
 # Triggers after which nothing may be admitted: they fence, drain and wait.
 _SILENCING = frozenset({Trigger.ARCHIVE, Trigger.STOP})
 _CAS_ATTEMPTS = 5
-
-
-@attrs.frozen
-class _Decided:
-    outcome: Outcome
-    campaign: Campaign | None = None
-    previous: State | None = None
-    error: Exception | None = None
-
-
-@attrs.frozen
-class _Plan:
-    """What one write decided: outcomes per id, the records to write, what to wait for."""
-
-    outcomes: dict[str, _Decided]
-    written: builtins.list[Campaign]
-    # Campaigns already in the silencing target before this call, with their
-    # state_changed_at: a retry must wait out what remains of the first call's wait.
-    held_since: dict[str, float]
 
 
 class Registry:
@@ -78,7 +63,9 @@ class Registry:
         drain_timeout: How long an archive or stop waits for local permits in flight.
     """
 
-    def __init__(self, store: Store, *, bulk_limit: int = 100_000, drain_timeout: float = 30.0) -> None:
+    def __init__(
+        self, store: Store, *, bulk_limit: int = 100_000, drain_timeout: float = 30.0
+    ) -> None:
         if isinstance(bulk_limit, bool) or not isinstance(bulk_limit, int) or bulk_limit < 1:
             raise InvalidSettingsError(f"bulk_limit must be a positive int, not {bulk_limit!r}.")
         self.store = store
@@ -114,8 +101,9 @@ class Registry:
         """The store's lease settings, which every gate and archiver on it obeys."""
         return self.store.lease_settings()
 
-    def set_lease_settings(self, *, lease: float, grace: float, refresh: float,
-                           clock_margin: float = 0.01) -> LeaseSettings:
+    def set_lease_settings(
+        self, *, lease: float, grace: float, refresh: float, clock_margin: float = 0.01
+    ) -> LeaseSettings:
         """Change the store's lease settings; returns once no gate can hold an older lease.
 
         Archivers use the longer of the old and new waits until the old leases have lapsed,
@@ -125,8 +113,12 @@ class Registry:
         now = self.clock.now()
         old_wait = old.commit_wait(now)
         new = LeaseSettings(
-            lease=lease, grace=grace, refresh=refresh, clock_margin=clock_margin,
-            previous_wait=old_wait, previous_until=now + old_wait,
+            lease=lease,
+            grace=grace,
+            refresh=refresh,
+            clock_margin=clock_margin,
+            previous_wait=old_wait,
+            previous_until=now + old_wait,
         )
         self.store.set_lease_settings(new)
         if self.store.needs_commit_wait:
@@ -143,44 +135,39 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _retrying(self) -> Iterator[int]:
-        # A compare-and-set can only lose to a writer that slipped in between our read and
-        # our write; every store locks what it reads, so this is a backstop, not a hot path.
-        yield from range(_CAS_ATTEMPTS)
-
-    @contextmanager
-    def _write(self, fenced: builtins.list[str]) -> Iterator[WriteTx]:
-        """A store write whose fences are lifted if it fails (the change did not happen)."""
-        try:
-            with self.store.write() as tx:
-                yield tx
-        except BaseException:
-            if fenced:
-                self._listeners.unfence(fenced)
-            raise
-
-    def _fence(self, fenced: builtins.list[str], ids: Sequence[str]) -> None:
-        # Called inside the write transaction, before its commit: from here on local gates
-        # deny these campaigns, so no local admit can slip in between the commit becoming
-        # visible and the listeners' apply.
-        if ids:
-            fenced.extend(ids)
-            self._listeners.fence(ids)
-
-    def _settle(self, written: Sequence[Campaign], segments: Sequence[Segment],
-                silenced: Collection[str], held_since: dict[str, float],
-                lease: LeaseSettings) -> None:
+    def _settle(
+        self,
+        written: Sequence[Campaign],
+        segments: Sequence[Segment],
+        silenced: Collection[str],
+        held_since: dict[str, float],
+        lease: LeaseSettings,
+    ) -> None:
         """After a commit: update local gates, drain their permits, wait out remote leases."""
-        settle(self._listeners, self.store, written, segments, silenced, held_since, lease,
-               drain_timeout=self.drain_timeout)
+        settle(
+            self._listeners,
+            self.store,
+            written,
+            segments,
+            silenced,
+            held_since,
+            lease,
+            drain_timeout=self.drain_timeout,
+        )
 
     # -- segments ---------------------------------------------------------------------------
 
     def create_segment(self, segment_id: str, *, name: str | None = None) -> Segment:
-        """Create an active segment."""
+        """Create an active segment.
+
+        Raises:
+            DuplicateIdError: A segment with this id exists.
+        """
         check_id(segment_id, "segment")
+        if name is not None:
+            _check_text("name", name)
         seg = Segment(id=segment_id, name=segment_id if name is None else name)
-        with self._write([]) as tx:
+        with self.store.write() as tx:
             seg = attrs.evolve(seg, seq=tx.next_seq(1))
             tx.insert_segment(seg)
         self._listeners.apply((), (seg,))
@@ -198,87 +185,159 @@ class Registry:
         """Every segment, ordered by id."""
         return self.store.list_segments()
 
-    def archive_segment(self, segment_id: str, *, actor: str | None = None,
-                        dry_run: bool = False) -> SegmentChange:
+    def archive_segment(
+        self, segment_id: str, *, actor: str | None = None, dry_run: bool = False
+    ) -> SegmentChange:
         """Archive a segment and, in the same transaction, every campaign that targets it.
 
         Each cascaded campaign's history names the segment as the cause. With
         ``dry_run=True`` nothing changes and ``campaign_ids`` lists what would be archived.
         Returns once no gate anywhere admits those campaigns (see the guarantee).
+        Archiving an archived segment is an unchanged no-op: it cascades nothing (a
+        campaign unarchived since, to be retargeted, stays as it is).
         """
         check_id(segment_id, "segment")
-        for _ in self._retrying():
+        _check_actor(actor)
+        if dry_run:
+            return self._archive_segment_preview(segment_id)
+        cause = f"segment:{segment_id}"
+        for _ in range(_CAS_ATTEMPTS):
             fenced: builtins.list[str] = []
             try:
-                with self._write(fenced) as tx:
+                # The collector is paused for the write only, not for the commit wait.
+                with gc_paused(), self.store.write() as tx:
                     seg = tx.segments([segment_id]).get(segment_id)
                     if seg is None:
                         raise SegmentNotFoundError(segment_id)
                     verdict, new_state = decide_segment(seg.state, SegmentTrigger.ARCHIVE)
-                    targets = tx.campaigns_targeting(segment_id)
-                    victims = [c for c in targets if c.state is not State.ARCHIVED]
-                    held = {c.id: c.state_changed_at for c in targets
-                            if c.state is State.ARCHIVED and c.archive_cause == segment_id}
-                    if dry_run:
-                        return SegmentChange(segment=seg, changed=False, dry_run=True,
-                                             campaign_ids=tuple(c.id for c in victims))
+                    changed = verdict is Verdict.CHANGED
                     lease = tx.lease_settings()
                     written: builtins.list[Campaign] = []
-                    if verdict is Verdict.CHANGED:
-                        first = tx.next_seq(len(victims) + 1)
-                        seg = attrs.evolve(seg, state=new_state, version=seg.version + 1,
-                                           seq=first + len(victims))
-                        tx.update_segment(seg)
-                        written = self._write_transitions(
-                            tx, victims, Trigger.ARCHIVE, State.ARCHIVED, first, actor,
-                            cause=f"segment:{segment_id}", archive_cause=segment_id,
+                    # Campaigns this segment's archive already silenced: a retry waits out
+                    # what remains of the first call's commit wait.
+                    held: dict[str, float] = {}
+                    if changed and isinstance(tx, SetWriteTx):
+                        written, held = tx.move_campaigns(
+                            None, segment_id, (State.ACTIVE_RUNNING, State.ACTIVE_STOPPED),
+                            State.ARCHIVED, trigger=Trigger.ARCHIVE.value, actor=actor,
+                            cause=cause, archive_cause=segment_id, now=self.clock.now(),
+                            wall=time.time(),
+                        )  # fmt: skip
+                        seg = attrs.evolve(
+                            seg, state=new_state, version=seg.version + 1, seq=tx.next_seq(1)
                         )
-                        self._fence(fenced, [c.id for c in written])
+                        tx.update_segment(seg)
+                    else:
+                        targets = tx.campaigns_targeting(segment_id)
+                        held = {
+                            c.id: c.state_changed_at
+                            for c in targets
+                            if c.state is State.ARCHIVED and c.archive_cause == segment_id
+                        }
+                        if changed:
+                            victims = [c for c in targets if c.state is not State.ARCHIVED]
+                            first = tx.next_seq(len(victims) + 1)
+                            seg = attrs.evolve(
+                                seg, state=new_state, version=seg.version + 1,
+                                seq=first + len(victims),
+                            )  # fmt: skip
+                            tx.update_segment(seg)
+                            written = write_transitions(
+                                self.clock, tx, victims, Trigger.ARCHIVE,
+                                dest=State.ARCHIVED, actor=actor, cause=cause,
+                                archive_cause=segment_id, first_seq=first,
+                            )  # fmt: skip
+                    # Before the commit (see `_transition`).
+                    fenced = [c.id for c in written]
+                    if fenced:
+                        self._listeners.fence(fenced)
             except ConcurrentUpdateError:
+                self._unfence(fenced)
                 continue
-            self._settle(written, (seg,) if written or verdict is Verdict.CHANGED else (),
-                         [c.id for c in written] + list(held), held, lease)
-            return SegmentChange(segment=seg, changed=verdict is Verdict.CHANGED,
-                                 campaign_ids=tuple(c.id for c in written))
+            except BaseException:
+                self._unfence(fenced)
+                raise
+            silenced = [c.id for c in written]
+            silenced.extend(held)
+            self._settle(written, (seg,) if changed else (), silenced, held, lease)
+            return SegmentChange(
+                segment=seg, changed=changed, campaign_ids=tuple(c.id for c in written)
+            )
         raise ConcurrentUpdateError(f"Segment {segment_id!r} kept changing; try again.")
 
-    def unarchive_segment(self, segment_id: str, *, actor: str | None = None,
-                          restore_campaigns: bool = False) -> SegmentChange:
+    def _archive_segment_preview(self, segment_id: str) -> SegmentChange:
+        # Reads only (works on a read-only store, takes no write lock): what archiving now
+        # would cascade to. A preview: a write may land between it and the real call.
+        seg = self.get_segment(segment_id)
+        verdict = decide_segment(seg.state, SegmentTrigger.ARCHIVE)[0]
+        ids: tuple[str, ...] = ()
+        if verdict is Verdict.CHANGED:
+            ids = tuple(
+                c.id
+                for c in self.store.list_campaigns(None, segment_id)
+                if c.state is not State.ARCHIVED
+            )
+        return SegmentChange(segment=seg, changed=False, dry_run=True, campaign_ids=ids)
+
+    def unarchive_segment(
+        self, segment_id: str, *, actor: str | None = None, restore_campaigns: bool = False
+    ) -> SegmentChange:
         """Unarchive a segment.
 
         Its campaigns stay archived unless ``restore_campaigns`` is true: then the ones this
-        segment's archive cascaded return to ``active_stopped`` (never running). A restored
-        campaign that also targets another archived segment cannot be resumed until that one
-        is unarchived too.
+        segment's archive cascaded (and nobody unarchived or re-archived since) return to
+        ``active_stopped``, never running. A restored campaign that also targets another
+        archived segment cannot be resumed until that one is unarchived too. Asking again
+        with ``restore_campaigns`` after a plain unarchive restores them then.
         """
         check_id(segment_id, "segment")
-        for _ in self._retrying():
+        _check_actor(actor)
+        if type(restore_campaigns) is not bool:
+            raise InvalidFieldError("restore_campaigns must be a bool.")
+        for _ in range(_CAS_ATTEMPTS):
             try:
-                with self._write([]) as tx:
+                with self.store.write() as tx:
                     seg = tx.segments([segment_id]).get(segment_id)
                     if seg is None:
                         raise SegmentNotFoundError(segment_id)
                     verdict, new_state = decide_segment(seg.state, SegmentTrigger.UNARCHIVE)
+                    changed = verdict is Verdict.CHANGED
                     restored: builtins.list[Campaign] = []
                     if restore_campaigns:
-                        restored = [c for c in tx.campaigns_targeting(segment_id)
-                                    if c.state is State.ARCHIVED
-                                    and c.archive_cause == segment_id]
-                    changed_seg = verdict is Verdict.CHANGED
-                    first = tx.next_seq(len(restored) + int(changed_seg))
-                    if changed_seg:
-                        seg = attrs.evolve(seg, state=new_state, version=seg.version + 1,
-                                           seq=first + len(restored))
-                        tx.update_segment(seg)
-                    written = self._write_transitions(
-                        tx, restored, Trigger.UNARCHIVE, State.ACTIVE_STOPPED, first, actor,
-                        cause=f"segment:{segment_id}", archive_cause=None,
-                    )
+                        restored = [
+                            c
+                            for c in tx.campaigns_targeting(segment_id)
+                            if c.state is State.ARCHIVED and c.archive_cause == segment_id
+                        ]
+                    written: builtins.list[Campaign] = []
+                    if changed or restored:
+                        first = tx.next_seq(len(restored) + int(changed))
+                        if changed:
+                            seg = attrs.evolve(
+                                seg,
+                                state=new_state,
+                                version=seg.version + 1,
+                                seq=first + len(restored),
+                            )
+                            tx.update_segment(seg)
+                        written = write_transitions(
+                            self.clock,
+                            tx,
+                            restored,
+                            Trigger.UNARCHIVE,
+                            dest=State.ACTIVE_STOPPED,
+                            actor=actor,
+                            cause=f"segment:{segment_id}",
+                            archive_cause=None,
+                            first_seq=first,
+                        )
             except ConcurrentUpdateError:
                 continue
-            self._listeners.apply(written, (seg,) if changed_seg else ())
-            return SegmentChange(segment=seg, changed=changed_seg,
-                                 campaign_ids=tuple(c.id for c in written))
+            if written or changed:
+                self._listeners.apply(written, (seg,) if changed else ())
+            return SegmentChange(
+                segment=seg, changed=changed, campaign_ids=tuple(c.id for c in written)
+            )
         raise ConcurrentUpdateError(f"Segment {segment_id!r} kept changing; try again.")
 
     # -- campaigns: create, read, edit -----------------------------------------------------
@@ -299,21 +358,31 @@ class Registry:
             SegmentNotFoundError: A named segment does not exist.
             InvalidChannelError: A channel is unknown, or none is given.
         """
-        cid = check_id(campaign_id, "campaign") if campaign_id is not None else (
-            f"c-{uuid.uuid4().hex[:12]}"
+        cid = (
+            check_id(campaign_id, "campaign")
+            if campaign_id is not None
+            else (f"c-{uuid.uuid4().hex[:12]}")
         )
         chans = _nonempty_channels(channels)
         segs = frozenset(check_ids(segments, "segment"))
         _check_text("name", name)
         _check_text("content", content)
-        campaign = Campaign(id=cid, name=name, content=content, channels=chans, segments=segs,
-                            created_at=time.time(), state_changed_at=self.clock.now())
-        with self._write([]) as tx:
+        _check_actor(actor)
+        campaign = Campaign(
+            id=cid,
+            name=name,
+            content=content,
+            channels=chans,
+            segments=segs,
+            created_at=time.time(),
+            state_changed_at=self.clock.now(),
+        )
+        with self.store.write() as tx:
             self._require_segments(tx, segs)
             seq = tx.next_seq(1)
             campaign = attrs.evolve(campaign, seq=seq)
             tx.insert_campaign(campaign, segs)
-            tx.append_history([_entry(campaign, "create", None, actor, None, seq)])
+            tx.append_history([_entry(campaign, "create", None, actor)])
         self._listeners.apply((campaign,))
         return campaign
 
@@ -325,13 +394,19 @@ class Registry:
             raise CampaignNotFoundError(campaign_id)
         return c
 
-    def list(self, *, state: State | None = None, segment: str | None = None) -> builtins.list[Campaign]:
-        """Campaigns ordered by id, optionally only those in ``state`` or targeting ``segment``."""
-        if state is not None and not isinstance(state, State):
-            state = State(state)
+    def list(
+        self, *, state: State | str | None = None, segment: str | None = None
+    ) -> builtins.list[Campaign]:
+        """Campaigns ordered by id, optionally only those in ``state`` or targeting ``segment``.
+
+        Raises:
+            InvalidValueError: ``state`` is not a `State` (or a state's value).
+            SegmentNotFoundError: ``segment`` does not exist.
+        """
+        wanted = _state(state) if state is not None else None
         if segment is not None:
-            check_id(segment, "segment")
-        return self.store.list_campaigns(state, segment)
+            self.get_segment(segment)
+        return self.store.list_campaigns(wanted, segment)
 
     def edit(
         self,
@@ -350,6 +425,7 @@ class Registry:
             SegmentArchivedError: A running campaign cannot start targeting an archived segment.
         """
         check_id(campaign_id)
+        _check_actor(actor)
         changes: dict[str, Any] = {}
         if name is not None:
             changes["name"] = _check_text("name", name)
@@ -359,9 +435,9 @@ class Registry:
             changes["channels"] = _nonempty_channels(channels)
         if segments is not None:
             changes["segments"] = frozenset(check_ids(segments, "segment"))
-        for _ in self._retrying():
+        for _ in range(_CAS_ATTEMPTS):
             try:
-                with self._write([]) as tx:
+                with self.store.write() as tx:
                     old = tx.campaigns([campaign_id]).get(campaign_id)
                     if old is None:
                         raise CampaignNotFoundError(campaign_id)
@@ -372,14 +448,17 @@ class Registry:
                         return old
                     if "segments" in changes:
                         segs = self._require_segments(tx, new.segments)
-                        archived = [s.id for s in segs.values()
-                                    if s.state is SegmentState.ARCHIVED]
+                        archived = [s.id for s in segs.values() if s.state is SegmentState.ARCHIVED]
+                        # The invariant: a running campaign never targets an archived
+                        # segment, so it cannot start to.
                         if archived and old.state is State.ACTIVE_RUNNING:
-                            raise SegmentArchivedError(campaign_id, archived, action="retarget")
+                            raise SegmentArchivedError(
+                                campaign_id, archived, action="retarget", state=old.state.value
+                            )
                     seq = tx.next_seq(1)
                     new = attrs.evolve(new, version=old.version + 1, seq=seq)
                     tx.update_campaigns([new])
-                    tx.append_history([_entry(new, "edit", old.state, actor, None, seq)])
+                    tx.append_history([_entry(new, "edit", old.state, actor)])
             except ConcurrentUpdateError:
                 continue
             self._listeners.apply((new,))
@@ -402,11 +481,16 @@ class Registry:
         Recording is allowed on archived campaigns: emissions admitted before an archive
         complete after it.
         """
-        rows = list(deliveries)
+        if isinstance(deliveries, Delivery) or not isinstance(deliveries, Iterable):
+            raise InvalidFieldError("record_results takes an iterable of Delivery records.")
+        rows = builtins.list(deliveries)
         for d in rows:
-            if not isinstance(d, Delivery):
-                raise TypeError(f"record_results takes Delivery records, not {type(d).__name__}.")
-        for cid in {d.campaign_id for d in rows}:
+            if type(d) is not Delivery:
+                raise InvalidFieldError(
+                    f"record_results takes Delivery records, not {type(d).__name__}."
+                )
+        # Campaigns are never deleted, so checking existence before the write is enough.
+        for cid in sorted({d.campaign_id for d in rows}):
             if self.store.get_campaign(cid) is None:
                 raise CampaignNotFoundError(cid)
         if rows:
@@ -442,121 +526,83 @@ class Registry:
         """`archive` many campaigns in one transaction and one wait; per-id outcomes."""
         return self._many(campaign_ids, Trigger.ARCHIVE, actor)
 
-    def unarchive_many(self, campaign_ids: Iterable[str], *, actor: str | None = None) -> BulkResult:
+    def unarchive_many(
+        self, campaign_ids: Iterable[str], *, actor: str | None = None
+    ) -> BulkResult:
         """`unarchive` many campaigns in one transaction; per-id outcomes."""
         return self._many(campaign_ids, Trigger.UNARCHIVE, actor)
 
     def _one(self, campaign_id: str, trigger: Trigger, actor: str | None) -> TransitionResult:
         check_id(campaign_id)
         _check_actor(actor)
-        outcome = self._transition([campaign_id], trigger, actor)[campaign_id]
-        if outcome.outcome is Outcome.NOT_FOUND:
+        plan = self._transition([campaign_id], trigger, actor)
+        outcome, campaign, error = plan.outcomes[campaign_id]
+        if outcome is Outcome.NOT_FOUND:
             raise CampaignNotFoundError(campaign_id)
-        if outcome.outcome is Outcome.REFUSED:
-            assert isinstance(outcome.error, Exception)
-            raise outcome.error
-        assert outcome.campaign is not None
-        return TransitionResult(campaign=outcome.campaign,
-                                changed=outcome.outcome is Outcome.CHANGED,
-                                previous=outcome.previous)
+        if error is not None:
+            raise error
+        assert campaign is not None
+        if outcome is Outcome.CHANGED:
+            return TransitionResult(campaign=campaign, changed=True, previous=plan.moved[0].state)
+        return TransitionResult(campaign=campaign, changed=False, previous=campaign.state)
 
     def _many(self, campaign_ids: Iterable[str], trigger: Trigger, actor: str | None) -> BulkResult:
-        ids = list(dict.fromkeys(check_ids(campaign_ids)))  # duplicates folded, order kept
-        if len(ids) > self.bulk_limit:
-            raise BulkLimitError(len(ids), self.bulk_limit)
+        # Ids are checked, folded (first occurrence order) and counted against the cap
+        # while they are read: an oversized request is refused before any store work.
         _check_actor(actor)
-        found = self._transition(ids, trigger, actor) if ids else {}
-        return BulkResult({
-            cid: ItemOutcome(id=cid, outcome=o.outcome, campaign=o.campaign,
-                             reason=None if o.error is None else str(o.error))
-            for cid, o in found.items()
-        })
+        with gc_paused():
+            ids = check_distinct_ids(campaign_ids, self.bulk_limit)
+        return BulkResult(self._transition(ids, trigger, actor).outcomes if ids else {})
 
-    def _transition(self, ids: builtins.list[str], trigger: Trigger,
-                    actor: str | None) -> dict[str, _Decided]:
+    def _transition(self, ids: builtins.list[str], trigger: Trigger, actor: str | None) -> Plan:
         silencing = trigger in _SILENCING
-        for _ in self._retrying():
+        for _ in range(_CAS_ATTEMPTS):
             fenced: builtins.list[str] = []
+            # Bulk writes pause the collector (see `gc_paused`), for the write only, not
+            # for the commit wait; inline, because a single trigger must not pay for it.
+            paused = len(ids) > 1 and gc.isenabled()
+            if paused:
+                gc.disable()
             try:
-                with self._write(fenced) as tx:
+                with self.store.write() as tx:
                     plan = self._plan(tx, ids, trigger, actor)
                     lease = tx.lease_settings() if silencing else None
-                    if silencing:
-                        self._fence(fenced, [c.id for c in plan.written])
+                    if silencing and plan.written:
+                        # Before the commit: from here on local gates deny these
+                        # campaigns, so no local admit slips in between the commit becoming
+                        # visible and the listeners' apply.
+                        fenced = [c.id for c in plan.written]
+                        self._listeners.fence(fenced)
             except ConcurrentUpdateError:
+                # A compare-and-set lost to a writer between our read and our write (every
+                # store locks what it reads, so this is a backstop): nothing was written.
+                self._unfence(fenced)
                 continue
-            if silencing:
-                assert lease is not None
-                self._settle(plan.written, (), [c.id for c in plan.written] + list(plan.held_since),
-                             plan.held_since, lease)
-            else:
+            except BaseException:
+                self._unfence(fenced)
+                raise
+            finally:
+                if paused:
+                    gc.enable()
+            if lease is not None:
+                silenced = fenced or [c.id for c in plan.written]
+                silenced.extend(plan.held_since)
+                self._settle(plan.written, (), silenced, plan.held_since, lease)
+            elif plan.written:
                 self._listeners.apply(plan.written)
-            return plan.outcomes
+            return plan
         raise ConcurrentUpdateError("Campaigns kept changing under this call; try again.")
 
-    def _plan(self, tx: WriteTx, ids: builtins.list[str], trigger: Trigger, actor: str | None) -> _Plan:
-        found = tx.campaigns(ids)
-        archived_segs: set[str] = set()
-        if trigger is Trigger.RESUME:
-            wanted = set().union(*(c.segments for c in found.values()))
-            archived_segs = {s.id for s in tx.segments(wanted).values()
-                             if s.state is SegmentState.ARCHIVED}
-        target = _target(trigger)
-        outcomes: dict[str, _Decided] = {}
-        moving: builtins.list[Campaign] = []
-        held: dict[str, float] = {}
-        for cid in ids:
-            c = found.get(cid)
-            if c is None:
-                outcomes[cid] = _Decided(Outcome.NOT_FOUND)
-                continue
-            blocking = c.segments & archived_segs
-            verdict, _new = decide_cached(c.state, trigger, bool(blocking))
-            if verdict is Verdict.CHANGED:
-                moving.append(c)
-                continue
-            if verdict is Verdict.UNCHANGED:
-                outcomes[cid] = _Decided(Outcome.UNCHANGED, c, c.state)
-                if c.state is target:
-                    held[cid] = c.state_changed_at
-            elif verdict is Verdict.GUARD_FAILED:
-                outcomes[cid] = _Decided(Outcome.REFUSED, c, c.state,
-                                         SegmentArchivedError(cid, blocking))
-            else:
-                outcomes[cid] = _Decided(Outcome.REFUSED, c, c.state, _invalid(c, trigger))
-        written = self._write_transitions(
-            tx, moving, trigger, None, tx.next_seq(len(moving)) if moving else 0, actor,
-            cause=None, archive_cause=None,
-        ) if moving else []
-        for old, new in zip(moving, written, strict=True):
-            outcomes[old.id] = _Decided(Outcome.CHANGED, new, old.state)
-        # Keep the caller's order.
-        return _Plan(outcomes={cid: outcomes[cid] for cid in ids}, written=written,
-                     held_since=held)
+    def _unfence(self, fenced: Sequence[str]) -> None:
+        # The write failed and changed nothing: lift the fences it raised.
+        if fenced:
+            self._listeners.unfence(fenced)
 
-    def _write_transitions(
-        self, tx: WriteTx, campaigns: Sequence[Campaign], trigger: Trigger,
-        dest: State | None, first_seq: int, actor: str | None, *, cause: str | None,
-        archive_cause: str | None,
-    ) -> builtins.list[Campaign]:
-        """Persist ``trigger`` on each campaign (already decided CHANGED) with history."""
-        if not campaigns:
-            return []
-        now, wall = self.clock.now(), time.time()
-        new: builtins.list[Campaign] = []
-        entries: builtins.list[HistoryEntry] = []
-        for i, c in enumerate(campaigns):
-            to = dest or decide_cached(c.state, trigger, False)[1]
-            n = attrs.evolve(c, state=to, version=c.version + 1, seq=first_seq + i,
-                             archive_cause=archive_cause, state_changed_at=now)
-            new.append(n)
-            entries.append(HistoryEntry(
-                campaign_id=c.id, trigger=trigger.value, from_state=c.state, to_state=to,
-                actor=actor, cause=cause, time=wall, seq=n.seq, version=n.version,
-            ))
-        tx.update_campaigns(new)
-        tx.append_history(entries)
-        return new
+    def _plan(
+        self, tx: WriteTx, ids: builtins.list[str], trigger: Trigger, actor: str | None
+    ) -> Plan:
+        """Decide ``trigger`` for every id, then write the changes (see `_planning`)."""
+        return plan(self.clock, tx, ids, trigger, actor)
 
     def _require_segments(self, tx: WriteTx, ids: Collection[str]) -> dict[str, Segment]:
         found = tx.segments(ids)
@@ -566,33 +612,40 @@ class Registry:
         return found
 
 
-def _target(trigger: Trigger) -> State:
-    from ._lifecycle import CAMPAIGN_LIFECYCLE
-
-    dest = CAMPAIGN_LIFECYCLE.dest(trigger)
-    assert isinstance(dest, State)
-    return dest
-
-
-def _invalid(c: Campaign, trigger: Trigger) -> InvalidTransitionError:
-    allowed = [t.value for t in campaign_triggers_allowed(c.state)]
-    if c.state is State.ARCHIVED:
-        return CampaignArchivedError(c.id, trigger.value, allowed)
-    return InvalidTransitionError(c.id, trigger.value, c.state.value, allowed)
+def _state(value: object) -> State:
+    if isinstance(value, State):
+        return value
+    if type(value) is str:
+        try:
+            return State(value)
+        except ValueError:
+            pass
+    raise InvalidValueError(
+        f"Unknown state {value!r:.40}: use one of {', '.join(s.value for s in State)}."
+    )
 
 
-def _entry(c: Campaign, trigger: str, from_state: State | None, actor: str | None,
-           cause: str | None, seq: int) -> HistoryEntry:
-    return HistoryEntry(campaign_id=c.id, trigger=trigger, from_state=from_state,
-                        to_state=c.state, actor=actor, cause=cause, time=time.time(),
-                        seq=seq, version=c.version)
+def _entry(c: Campaign, trigger: str, from_state: State | None, actor: str | None) -> HistoryEntry:
+    """The history entry of a create or an edit (the actor's own request: no cause)."""
+    return HistoryEntry(
+        campaign_id=c.id,
+        trigger=trigger,
+        from_state=from_state,
+        to_state=c.state,
+        actor=actor,
+        cause=None,
+        time=time.time(),
+        seq=c.seq,
+        version=c.version,
+    )
 
 
 def _nonempty_channels(channels: object) -> frozenset[Channel]:
     chans = check_channels(channels, Channel)
     if not chans:
-        raise InvalidChannelError(None, [c.value for c in Channel],
-                                  message="A campaign needs at least one channel.")
+        raise InvalidChannelError(
+            None, [c.value for c in Channel], message="A campaign needs at least one channel."
+        )
     return chans
 
 

@@ -12,16 +12,24 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from ._lifecycle import SegmentState, State
-from ._records import Campaign, Channel, Segment
+from ._records import Campaign, Channel, Segment, slot_setters
 
 # Unit separator: ids can't hold control characters, so it never occurs inside one.
 SEP: Final = "\x1f"
 
 _new = object.__new__
-_set = object.__setattr__
 _CAMPAIGN_FIELDS: Final = (
-    "id", "name", "content", "channels", "segments", "state", "version", "seq",
-    "archive_cause", "state_changed_at", "created_at",
+    "id",
+    "name",
+    "content",
+    "channels",
+    "segments",
+    "state",
+    "version",
+    "seq",
+    "archive_cause",
+    "state_changed_at",
+    "created_at",
 )
 
 
@@ -40,16 +48,34 @@ def _segments(text: str) -> frozenset[str]:
     return frozenset(text.split(SEP)) if text else frozenset()
 
 
+_STATES: Final = {s.value: s for s in State}
+_SEGMENT_STATES: Final = {s.value: s for s in SegmentState}
+
+
+_CS = slot_setters(Campaign)
+(_S_ID, _S_NAME, _S_CONTENT, _S_CHANNELS, _S_SEGMENTS, _S_STATE, _S_VERSION, _S_SEQ,
+ _S_CAUSE, _S_CHANGED_AT, _S_CREATED_AT) = (_CS[n] for n in _CAMPAIGN_FIELDS)  # fmt: skip
+
+
 def campaign_from_row(row: Sequence[Any]) -> Campaign:
     """Build a `Campaign` from a trusted row in ``_CAMPAIGN_FIELDS`` order."""
     c = _new(Campaign)
-    values = (row[0], row[1], row[2], _channels(row[3]), _segments(row[4]), State(row[5]),
-              row[6], row[7], row[8], row[9], row[10])
-    for name, value in zip(_CAMPAIGN_FIELDS, values, strict=True):
-        _set(c, name, value)
+    _S_ID(c, row[0])
+    _S_NAME(c, row[1])
+    _S_CONTENT(c, row[2])
+    _S_CHANNELS(c, _channels(row[3]))
+    _S_SEGMENTS(c, _segments(row[4]))
+    _S_STATE(c, _STATES[row[5]])
+    _S_VERSION(c, row[6])
+    _S_SEQ(c, row[7])
+    _S_CAUSE(c, row[8])
+    _S_CHANGED_AT(c, row[9])
+    _S_CREATED_AT(c, row[10])
     return c
 
 
 def segment_from_row(row: Sequence[Any]) -> Segment:
     """Build a `Segment` from a trusted ``(id, name, state, version, seq)`` row."""
-    return Segment(id=row[0], name=row[1], state=SegmentState(row[2]), version=row[3], seq=row[4])
+    return Segment(
+        id=row[0], name=row[1], state=_SEGMENT_STATES[row[2]], version=row[3], seq=row[4]
+    )

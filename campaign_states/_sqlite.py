@@ -9,116 +9,58 @@ counters with ``NORMAL`` (durable across a crash of the process).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, Final
+from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
+from typing import Any
 
 from ._clock import Clock, SystemClock
-from ._lifecycle import SegmentState, State
+from ._lifecycle import State
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
-from ._rows import SEP, campaign_from_row, join_ids, segment_from_row
+from ._rows import campaign_from_row, join_ids, segment_from_row
+from ._sqlite_sql import (
+    ALREADY,
+    APPLICATION_ID,
+    BULK,
+    CAMPAIGN_COLS,
+    HISTORY_MANY,
+    HISTORY_MOVE,
+    HISTORY_ONE,
+    MOVE_MANY,
+    MOVE_ONE,
+    MOVE_SET,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UPDATE_ONE,
+    connect,
+    rollback,
+    translate,
+)
 from ._store import ChangeBatch, LeaseSettings
+from ._validation import check_positive_seconds
 from .exceptions import (
     ConcurrentUpdateError,
     DuplicateIdError,
     ForeignStoreError,
-    StoreBusyError,
-    StoreCorruptError,
-    StoreError,
-    StoreFullError,
-    StoreReadOnlyError,
-    StoreUnavailableError,
+    InvalidSettingsError,
 )
 
 __all__ = ["SQLiteStore"]
 
-APPLICATION_ID: Final = 0x43537431  # "CSt1": refuses foreign SQLite files clearly
-SCHEMA_VERSION: Final = 1
-
-_SCHEMA = f"""
-CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE segments (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL,
-    version INTEGER NOT NULL, seq INTEGER NOT NULL);
-CREATE INDEX segments_seq ON segments (seq);
-CREATE TABLE campaigns (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, content TEXT NOT NULL,
-    channels TEXT NOT NULL, segments TEXT NOT NULL, state TEXT NOT NULL,
-    version INTEGER NOT NULL, seq INTEGER NOT NULL, archive_cause TEXT,
-    state_changed_at REAL NOT NULL, created_at REAL NOT NULL);
-CREATE INDEX campaigns_seq ON campaigns (seq);
-CREATE INDEX campaigns_state ON campaigns (state);
--- The cascade's index: which campaigns target a segment. `campaigns.segments` holds the
--- same ids joined, so a gate loads a million campaigns without a join.
-CREATE TABLE campaign_segments (
-    segment_id TEXT NOT NULL, campaign_id TEXT NOT NULL,
-    PRIMARY KEY (segment_id, campaign_id)) WITHOUT ROWID;
-CREATE TABLE history (
-    id INTEGER PRIMARY KEY, campaign_id TEXT NOT NULL, trigger TEXT NOT NULL,
-    from_state TEXT, to_state TEXT NOT NULL, actor TEXT, cause TEXT,
-    time REAL NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL);
-CREATE INDEX history_campaign ON history (campaign_id, id);
-CREATE TRIGGER history_no_update BEFORE UPDATE ON history
-    BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
-CREATE TRIGGER history_no_delete BEFORE DELETE ON history
-    BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
-CREATE TABLE results (
-    campaign_id TEXT NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,
-    count INTEGER NOT NULL, PRIMARY KEY (campaign_id, channel, kind)) WITHOUT ROWID;
-INSERT INTO meta (key, value) VALUES ('seq', 0);
-PRAGMA application_id = {APPLICATION_ID};
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-_CAMPAIGN_COLS = (
-    "id, name, content, channels, segments, state, version, seq, archive_cause, "
-    "state_changed_at, created_at"
-)
-
-
-def translate(err: sqlite3.Error, path: str) -> StoreError:
-    """Map a sqlite3 error to the typed `StoreError` a caller can act on."""
-    name = getattr(err, "sqlite_errorname", "") or ""
-    text = str(err)
-    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
-        return StoreBusyError(
-            f"{path}: another writer held the database past the busy timeout; retry, or "
-            "raise busy_timeout."
-        )
-    if name == "SQLITE_FULL" or "disk is full" in text:
-        return StoreFullError(f"{path}: the disk or file size limit is full; free space and retry.")
-    if name.startswith("SQLITE_READONLY") or "readonly" in text:
-        return StoreReadOnlyError(
-            f"{path}: the store is read-only (file permissions, mount, or mode=ro); "
-            "open it writable to change campaigns."
-        )
-    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "not a database" in text or "malformed" in text:
-        return StoreCorruptError(f"{path}: the file is damaged or not a database; restore a backup.")
-    if name.startswith("SQLITE_IOERR"):
-        # EFBIG (file size limit) and ENOSPC both surface as I/O errors on some writes.
-        return StoreFullError(f"{path}: the disk refused a write ({text}); free space and retry.")
-    if name.startswith("SQLITE_CANTOPEN"):
-        return StoreUnavailableError(f"{path}: cannot open the database file ({text}).")
-    return StoreError(f"{path}: {text}")
-
-
-def _connect(path: str, *, readonly: bool, busy_timeout: float) -> sqlite3.Connection:
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit BEGIN is a
-    # deferred one, the wrong kind for a read-then-write transaction).
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
-                           timeout=busy_timeout)
-    return conn
-
 
 class _Tx:
-    def __init__(self, conn: sqlite3.Connection, store: SQLiteStore) -> None:
+    """One ``BEGIN IMMEDIATE`` transaction: reads here hold the database write lock."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
-        self._store = store
+        # The rows this transaction read or wrote: an update that changes only lifecycle
+        # fields of a campaign read here (the common case) writes only those columns.
         self._seen: dict[str, Campaign] = {}
 
     def _remember(self, rows: Iterable[Sequence[Any]]) -> list[Campaign]:
@@ -127,21 +69,27 @@ class _Tx:
         return out
 
     def campaigns(self, ids: Collection[str]) -> dict[str, Campaign]:
+        if not ids:
+            return {}
         if len(ids) == 1:
-            (one,) = ids
-            rows = self._c.execute(f"SELECT {_CAMPAIGN_COLS} FROM campaigns WHERE id = ?", (one,))
+            rows = self._c.execute(
+                f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE id = ?", (next(iter(ids)),)
+            )
         else:
             # One JSON array parameter instead of thousands of placeholders.
             rows = self._c.execute(
-                f"SELECT {_CAMPAIGN_COLS} FROM campaigns "
-                "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),))
+                f"SELECT {CAMPAIGN_COLS} FROM campaigns "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(ids)),),
+            )
         return {c.id: c for c in self._remember(rows)}
 
     def campaigns_targeting(self, segment_id: str) -> list[Campaign]:
         rows = self._c.execute(
-            f"SELECT {_CAMPAIGN_COLS} FROM campaigns WHERE id IN "
+            f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE id IN "
             "(SELECT campaign_id FROM campaign_segments WHERE segment_id = ?) ORDER BY id",
-            (segment_id,))
+            (segment_id,),
+        )
         return self._remember(rows)
 
     def segments(self, ids: Collection[str]) -> dict[str, Segment]:
@@ -149,7 +97,9 @@ class _Tx:
             return {}
         rows = self._c.execute(
             "SELECT id, name, state, version, seq FROM segments "
-            "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),))
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
         return {s.id: s for s in map(segment_from_row, rows)}
 
     def next_seq(self, count: int) -> int:
@@ -162,65 +112,215 @@ class _Tx:
         c = campaign
         try:
             self._c.execute(
-                f"INSERT INTO campaigns ({_CAMPAIGN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (c.id, c.name, c.content, join_ids(ch.value for ch in c.channels),
-                 join_ids(c.segments), c.state.value, c.version, c.seq, c.archive_cause,
-                 c.state_changed_at, c.created_at))
+                f"INSERT INTO campaigns ({CAMPAIGN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    c.id, c.name, c.content, join_ids(ch.value for ch in c.channels),
+                    join_ids(c.segments), c.state.value, c.version, c.seq, c.archive_cause,
+                    c.state_changed_at, c.created_at,
+                ),
+            )  # fmt: skip
         except sqlite3.IntegrityError as e:
             raise DuplicateIdError(f"Campaign {c.id!r} already exists.") from e
         self._c.executemany(
             "INSERT INTO campaign_segments (segment_id, campaign_id) VALUES (?, ?)",
-            [(s, c.id) for s in segments])
+            [(s, c.id) for s in segments],
+        )
+        self._seen[c.id] = c
 
     def insert_segment(self, segment: Segment) -> None:
         s = segment
         try:
-            self._c.execute("INSERT INTO segments (id, name, state, version, seq) VALUES (?,?,?,?,?)",
-                            (s.id, s.name, s.state.value, s.version, s.seq))
+            self._c.execute(
+                "INSERT INTO segments (id, name, state, version, seq) VALUES (?,?,?,?,?)",
+                (s.id, s.name, s.state.value, s.version, s.seq),
+            )
         except sqlite3.IntegrityError as e:
             raise DuplicateIdError(f"Segment {s.id!r} already exists.") from e
 
     def update_campaigns(self, campaigns: Sequence[Campaign]) -> None:
-        cur = self._c.executemany(
-            "UPDATE campaigns SET name = ?, content = ?, channels = ?, segments = ?, state = ?, "
-            "version = ?, seq = ?, archive_cause = ?, state_changed_at = ? "
-            "WHERE id = ? AND version = ?",
-            [(c.name, c.content, join_ids(ch.value for ch in c.channels), join_ids(c.segments),
-              c.state.value, c.version, c.seq, c.archive_cause, c.state_changed_at, c.id,
-              c.version - 1) for c in campaigns])
-        if cur.rowcount != len(campaigns):
-            raise ConcurrentUpdateError("A campaign changed under this write.")
+        seen = self._seen
+        moves: dict[tuple[State, str | None, float], list[Campaign]] = {}
         for c in campaigns:
-            old = self._seen.get(c.id)
-            if old is None or old.segments != c.segments:
-                self._c.execute("DELETE FROM campaign_segments WHERE campaign_id = ?", (c.id,))
-                self._c.executemany(
-                    "INSERT INTO campaign_segments (segment_id, campaign_id) VALUES (?, ?)",
-                    [(s, c.id) for s in c.segments])
-            self._seen[c.id] = c
+            old = seen.get(c.id)
+            if (
+                old is not None
+                and old.name is c.name
+                and old.content is c.content
+                and old.channels is c.channels
+                and old.segments is c.segments
+            ):
+                moves.setdefault((c.state, c.archive_cause, c.state_changed_at), []).append(c)
+            else:
+                self._update_full(c, old)
+            seen[c.id] = c
+        for (state, cause, at), batch in moves.items():
+            if len(batch) < BULK:
+                done = self._c.executemany(
+                    MOVE_ONE,
+                    [
+                        (state.value, cause, at, c.version, c.seq, c.id, c.version - 1)
+                        for c in batch
+                    ],
+                ).rowcount
+            else:
+                payload = json.dumps([[c.id, c.version, c.seq] for c in batch])
+                done = self._c.execute(MOVE_MANY, (state.value, cause, at, payload)).rowcount
+            if done != len(batch):
+                raise ConcurrentUpdateError("A campaign changed under this write.")
+
+    def _update_full(self, c: Campaign, old: Campaign | None) -> None:
+        cur = self._c.execute(
+            UPDATE_ONE,
+            (
+                c.name, c.content, join_ids(ch.value for ch in c.channels), join_ids(c.segments),
+                c.state.value, c.version, c.seq, c.archive_cause, c.state_changed_at, c.id,
+                c.version - 1,
+            ),
+        )  # fmt: skip
+        if cur.rowcount != 1:
+            raise ConcurrentUpdateError(f"Campaign {c.id!r} changed under this write.")
+        if old is None or old.segments != c.segments:
+            self._c.execute("DELETE FROM campaign_segments WHERE campaign_id = ?", (c.id,))
+            self._c.executemany(
+                "INSERT INTO campaign_segments (segment_id, campaign_id) VALUES (?, ?)",
+                [(s, c.id) for s in c.segments],
+            )
 
     def update_segment(self, segment: Segment) -> None:
         s = segment
         cur = self._c.execute(
-            "UPDATE segments SET name = ?, state = ?, version = ?, seq = ? WHERE id = ? AND version = ?",
-            (s.name, s.state.value, s.version, s.seq, s.id, s.version - 1))
+            "UPDATE segments SET name = ?, state = ?, version = ?, seq = ? "
+            "WHERE id = ? AND version = ?",
+            (s.name, s.state.value, s.version, s.seq, s.id, s.version - 1),
+        )
         if cur.rowcount != 1:
             raise ConcurrentUpdateError(f"Segment {s.id!r} changed under this write.")
 
     def append_history(self, entries: Sequence[HistoryEntry]) -> None:
-        self._c.executemany(
-            "INSERT INTO history (campaign_id, trigger, from_state, to_state, actor, cause, time, "
-            "seq, version) VALUES (?,?,?,?,?,?,?,?,?)",
-            [(e.campaign_id, e.trigger, e.from_state.value if e.from_state else None,
-              e.to_state.value, e.actor, e.cause, e.time, e.seq, e.version) for e in entries])
+        groups: dict[tuple[str, State, str | None, str | None, float], list[HistoryEntry]] = {}
+        for e in entries:
+            groups.setdefault((e.trigger, e.to_state, e.actor, e.cause, e.time), []).append(e)
+        for (trigger, to, actor, cause, at), batch in groups.items():
+            if len(batch) < BULK:
+                self._c.executemany(
+                    HISTORY_ONE,
+                    [
+                        (e.campaign_id, trigger, e.from_state.value if e.from_state else None,
+                         to.value, actor, cause, at, e.seq, e.version)
+                        for e in batch
+                    ],
+                )  # fmt: skip
+            else:
+                payload = json.dumps(
+                    [
+                        [e.campaign_id, e.from_state.value if e.from_state else None, e.seq,
+                         e.version]
+                        for e in batch
+                    ]
+                )  # fmt: skip
+                self._c.execute(HISTORY_MANY, (trigger, to.value, actor, cause, at, payload))
 
     def lease_settings(self) -> LeaseSettings:
         return _read_lease(self._c)
 
+    def move_campaigns(
+        self,
+        ids: Sequence[str] | None,
+        segment: str | None,
+        sources: Collection[State],
+        dest: State,
+        *,
+        trigger: str,
+        actor: str | None,
+        cause: str | None,
+        archive_cause: str | None,
+        now: float,
+        wall: float,
+    ) -> tuple[list[Campaign], dict[str, float]]:
+        if ids is None:
+            ids = [
+                r[0]
+                for r in self._c.execute(
+                    "SELECT campaign_id FROM campaign_segments WHERE segment_id = ? "
+                    "ORDER BY campaign_id",
+                    (segment,),
+                )
+            ]
+        if not ids:
+            return [], {}
+        first = self.next_seq(len(ids))
+        args = {
+            "trigger": trigger, "dest": dest._value_, "actor": actor, "cause": cause,
+            "wall": wall, "first": first, "ids": json.dumps(list(ids)),
+            "sources": json.dumps([s._value_ for s in sources]),
+            "archive_cause": archive_cause, "now": now,
+        }  # fmt: skip
+        already = dict(self._c.execute(ALREADY, args).fetchall())
+        self._c.execute(HISTORY_MOVE, args)
+        moved = self._remember(self._c.execute(MOVE_SET, args).fetchall())
+        moved.sort(key=_by_seq)
+        return moved, already
+
+
+def _by_seq(c: Campaign) -> int:
+    return c.seq
+
+
+@functools.lru_cache(maxsize=8)
+def _lease_from_text(text: str) -> LeaseSettings:
+    return LeaseSettings(**json.loads(text))
+
 
 def _read_lease(conn: sqlite3.Connection) -> LeaseSettings:
     row = conn.execute("SELECT value FROM meta WHERE key = 'lease'").fetchone()
-    return LeaseSettings(**json.loads(row[0])) if row else LeaseSettings()
+    return _lease_from_text(row[0]) if row else LeaseSettings()
+
+
+class _Write(AbstractContextManager[_Tx]):
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error, translated."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> _Tx:
+        store = self._store
+        # The store's lock first: one connection, one transaction at a time per process;
+        # then BEGIN IMMEDIATE takes the database write lock (waiting up to busy_timeout)
+        # so that what this transaction reads cannot change before it writes.
+        store._lock.acquire()
+        try:
+            store._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            store._lock.release()
+            raise translate(e, store.path) from e
+        except BaseException:
+            store._lock.release()
+            raise
+        return _Tx(store._conn)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        store = self._store
+        conn = store._conn
+        try:
+            if exc_type is None:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as e:
+                    rollback(conn)
+                    raise translate(e, store.path) from e
+            else:
+                rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc, store.path) from exc
+        finally:
+            store._lock.release()
 
 
 class SQLiteStore:
@@ -237,20 +337,38 @@ class SQLiteStore:
 
     needs_commit_wait = True
 
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False,
-                 busy_timeout: float = 5.0, clock: Clock | None = None,
-                 lease: LeaseSettings | None = None) -> None:
-        self.path = os.fspath(path)
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        busy_timeout: float = 5.0,
+        clock: Clock | None = None,
+        lease: LeaseSettings | None = None,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise InvalidSettingsError(f"An SQLite store needs a file path, not {path!r:.60}.")
+        if type(readonly) is not bool:
+            raise InvalidSettingsError(f"readonly must be a bool, not {readonly!r:.40}.")
+        if lease is not None and not isinstance(lease, LeaseSettings):
+            raise InvalidSettingsError("lease must be a LeaseSettings.")
+        self.path = str(os.fspath(path))
         self.readonly = readonly
-        self.busy_timeout = busy_timeout
+        self.busy_timeout = check_positive_seconds("busy_timeout", busy_timeout, allow_zero=True)
         self.clock: Clock = clock or SystemClock()
-        self.url = f"sqlite:///{self.path}"
+        self.url = "sqlite:///" + urllib.parse.quote(self.path) + ("?mode=ro" if readonly else "")
         self._lock = threading.RLock()
         try:
-            self._conn = _connect(self.path, readonly=readonly, busy_timeout=busy_timeout)
-            self._open(lease)
+            self._conn = connect(self.path, readonly=readonly, busy_timeout=self.busy_timeout)
         except sqlite3.Error as e:
             raise translate(e, self.path) from e
+        try:
+            self._open(lease)
+        except BaseException as e:
+            self._conn.close()
+            if isinstance(e, sqlite3.Error):
+                raise translate(e, self.path) from e
+            raise
 
     def _open(self, lease: LeaseSettings | None) -> None:
         c = self._conn
@@ -262,26 +380,32 @@ class SQLiteStore:
                 (app_id,) = c.execute("PRAGMA application_id").fetchone()
                 (tables,) = c.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 if app_id == 0 and tables == 0:
-                    for stmt in _SCHEMA.split(";\n"):
+                    # application_id and user_version live in the file header, written in
+                    # this same transaction: a store is either complete or absent.
+                    for stmt in SCHEMA.split(";\n"):
                         if stmt.strip():
                             c.execute(stmt)
-                    c.execute("INSERT INTO meta (key, value) VALUES ('lease', ?)",
-                              (json.dumps(_lease_dict(lease or LeaseSettings())),))
+                    c.execute(
+                        "INSERT INTO meta (key, value) VALUES ('lease', ?)",
+                        (json.dumps(_lease_dict(lease or LeaseSettings())),),
+                    )
                     app_id = APPLICATION_ID
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
         if app_id != APPLICATION_ID:
             raise ForeignStoreError(
                 f"{self.path} is an SQLite database, but not a campaign-states store "
-                f"(application_id {app_id:#x}); point the URL at another file."
+                f"(application_id {app_id:#x}); nothing was changed in it. Point the URL at "
+                "another file."
             )
         (version,) = c.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
+        if version != SCHEMA_VERSION:
             raise ForeignStoreError(
-                f"{self.path} has schema version {version}, newer than this release's "
-                f"{SCHEMA_VERSION}: upgrade campaign-states."
+                f"{self.path} has schema version {version}, but this release reads version "
+                f"{SCHEMA_VERSION}: "
+                + ("upgrade campaign-states." if version > SCHEMA_VERSION else "migrate it.")
             )
         if not self.readonly:
             c.execute("PRAGMA journal_mode = WAL")
@@ -295,36 +419,29 @@ class SQLiteStore:
             except sqlite3.Error as e:
                 raise translate(e, self.path) from e
 
-    @contextmanager
-    def write(self) -> Iterator[_Tx]:
+    def write(self) -> _Write:
         """A durable write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
-        with self._guard() as c:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                yield _Tx(c, self)
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
+        return _Write(self)
 
     def get_campaign(self, campaign_id: str) -> Campaign | None:
         """One campaign, or None."""
         with self._guard() as c:
-            row = c.execute(f"SELECT {_CAMPAIGN_COLS} FROM campaigns WHERE id = ?",
-                            (campaign_id,)).fetchone()
+            row = c.execute(
+                f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE id = ?", (campaign_id,)
+            ).fetchone()
         return campaign_from_row(row) if row else None
 
     def get_segment(self, segment_id: str) -> Segment | None:
         """One segment, or None."""
         with self._guard() as c:
-            row = c.execute("SELECT id, name, state, version, seq FROM segments WHERE id = ?",
-                            (segment_id,)).fetchone()
+            row = c.execute(
+                "SELECT id, name, state, version, seq FROM segments WHERE id = ?", (segment_id,)
+            ).fetchone()
         return segment_from_row(row) if row else None
 
     def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
         """Campaigns, optionally filtered, ordered by id."""
-        sql = f"SELECT {_CAMPAIGN_COLS} FROM campaigns WHERE 1"
+        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE 1"
         args: list[object] = []
         if state is not None:
             sql += " AND state = ?"
@@ -346,19 +463,30 @@ class SQLiteStore:
         with self._guard() as c:
             rows = c.execute(
                 "SELECT campaign_id, trigger, from_state, to_state, actor, cause, time, seq, "
-                "version FROM history WHERE campaign_id = ? ORDER BY id", (campaign_id,)).fetchall()
+                "version FROM history WHERE campaign_id = ? ORDER BY id",
+                (campaign_id,),
+            ).fetchall()
         return [
-            HistoryEntry(campaign_id=r[0], trigger=r[1],
-                         from_state=State(r[2]) if r[2] else None, to_state=State(r[3]),
-                         actor=r[4], cause=r[5], time=r[6], seq=r[7], version=r[8])
+            HistoryEntry(
+                campaign_id=r[0],
+                trigger=r[1],
+                from_state=State(r[2]) if r[2] else None,
+                to_state=State(r[3]),
+                actor=r[4],
+                cause=r[5],
+                time=r[6],
+                seq=r[7],
+                version=r[8],
+            )
             for r in rows
         ]
 
     def results(self, campaign_id: str) -> Results:
         """A campaign's results."""
         with self._guard() as c:
-            rows = c.execute("SELECT channel, kind, count FROM results WHERE campaign_id = ?",
-                             (campaign_id,)).fetchall()
+            rows = c.execute(
+                "SELECT channel, kind, count FROM results WHERE campaign_id = ?", (campaign_id,)
+            ).fetchall()
         delivered = {Channel(ch): n for ch, kind, n in rows if kind == Emission.MESSAGE.value}
         shown = sum(n for _, kind, n in rows if kind == Emission.IN_APP_IMPRESSION.value)
         return Results(campaign_id=campaign_id, delivered=delivered, impressions=shown)
@@ -374,13 +502,15 @@ class SQLiteStore:
                     c.executemany(
                         "INSERT INTO results (campaign_id, channel, kind, count) VALUES (?,?,?,?) "
                         "ON CONFLICT (campaign_id, channel, kind) "
-                        "DO UPDATE SET count = count + excluded.count", rows)
+                        "DO UPDATE SET count = count + excluded.count",
+                        rows,
+                    )
                     c.execute("COMMIT")
                 except BaseException:
-                    if c.in_transaction:
-                        c.execute("ROLLBACK")
+                    rollback(c)
                     raise
             finally:
+                # Lifecycle changes on this connection must stay durable.
                 c.execute("PRAGMA synchronous = FULL")
 
     def lease_settings(self) -> LeaseSettings:
@@ -392,8 +522,10 @@ class SQLiteStore:
         """Persist new lease settings (bumps the change sequence, so gates re-read them)."""
         with self.write() as tx:
             tx.next_seq(1)
-            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'lease'",
-                               (json.dumps(_lease_dict(settings)),))
+            self._conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'lease'",
+                (json.dumps(_lease_dict(settings)),),
+            )
 
     def open_reader(self) -> SQLiteReader:
         """A dedicated read connection for a gate."""
@@ -414,7 +546,7 @@ class SQLiteReader:
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
         self.path = path
         try:
-            self._conn = _connect(path, readonly=False, busy_timeout=busy_timeout)
+            self._conn = connect(path, readonly=False, busy_timeout=busy_timeout)
         except sqlite3.Error as e:
             raise translate(e, path) from e
         self._lock = threading.Lock()
@@ -435,10 +567,19 @@ class SQLiteReader:
                 c.execute("BEGIN")
                 try:
                     (now_seq,) = c.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
-                    campaigns = [campaign_from_row(r) for r in c.execute(
-                        f"SELECT {_CAMPAIGN_COLS} FROM campaigns WHERE seq > ?", (seq,))]
-                    segments = [segment_from_row(r) for r in c.execute(
-                        "SELECT id, name, state, version, seq FROM segments WHERE seq > ?", (seq,))]
+                    campaigns = [
+                        campaign_from_row(r)
+                        for r in c.execute(
+                            f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE seq > ?", (seq,)
+                        )
+                    ]
+                    segments = [
+                        segment_from_row(r)
+                        for r in c.execute(
+                            "SELECT id, name, state, version, seq FROM segments WHERE seq > ?",
+                            (seq,),
+                        )
+                    ]
                     lease = _read_lease(c)
                 finally:
                     c.execute("COMMIT")
@@ -453,8 +594,11 @@ class SQLiteReader:
 
 
 def _lease_dict(s: LeaseSettings) -> dict[str, float]:
-    return {"lease": s.lease, "grace": s.grace, "refresh": s.refresh,
-            "clock_margin": s.clock_margin, "previous_wait": s.previous_wait,
-            "previous_until": s.previous_until}
-
-
+    return {
+        "lease": s.lease,
+        "grace": s.grace,
+        "refresh": s.refresh,
+        "clock_margin": s.clock_margin,
+        "previous_wait": s.previous_wait,
+        "previous_until": s.previous_until,
+    }

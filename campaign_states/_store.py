@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -19,7 +19,7 @@ from ._lifecycle import State
 from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
 from .exceptions import InvalidSettingsError
 
-__all__ = ["ChangeBatch", "LeaseSettings", "Reader", "Store", "WriteTx"]
+__all__ = ["ChangeBatch", "LeaseSettings", "Reader", "SetWriteTx", "Store", "WriteTx"]
 
 
 def _seconds(*, allow_zero: bool) -> Callable[[object, attrs.Attribute[float], float], None]:
@@ -130,6 +130,48 @@ class WriteTx(Protocol):
 
     def lease_settings(self) -> LeaseSettings:
         """The store's lease settings, read in this transaction."""
+
+
+@runtime_checkable
+class SetWriteTx(WriteTx, Protocol):
+    """**Protocol (optional):** a `WriteTx` that moves many campaigns in set form.
+
+    The registry decides, from the lifecycle declaration, which source states a trigger
+    changes and to what; a store offering this applies that decision to a whole bulk
+    request in a few statements instead of reading, rebuilding and rewriting every record
+    (the difference between about 0.6 s and 1.3 s for 100,000 campaigns on SQLite).
+    Stores without it get the general path; the outcomes are the same.
+    """
+
+    def move_campaigns(
+        self,
+        ids: Sequence[str] | None,
+        segment: str | None,
+        sources: Collection[State],
+        dest: State,
+        *,
+        trigger: str,
+        actor: str | None,
+        cause: str | None,
+        archive_cause: str | None,
+        now: float,
+        wall: float,
+    ) -> tuple[list[Campaign], dict[str, float]]:
+        """Move to ``dest`` every campaign among ``ids`` (or, if ``ids`` is None, every one
+        targeting ``segment``) whose state is in ``sources``.
+
+        Each moved campaign gets its version bumped, ``archive_cause``, ``state_changed_at
+        = now`` and a sequence number; each gets a history entry (``trigger``, its old
+        state, ``dest``, ``actor``, ``cause``, ``wall``). The state test and the write are
+        one statement under the transaction's lock: the compare-and-set happens in the
+        database. Sequence numbers are reserved one per candidate id, so unmoved ids
+        leave gaps.
+
+        Returns:
+            The moved campaigns as now stored, in sequence (candidate) order; and, for
+            the candidates that were already in ``dest`` with this ``archive_cause``, the
+            time their state changed (a retry waits out what remains of their wait).
+        """
 
 
 class Reader(Protocol):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Iterable
 from typing import TypeVar
 
 from .exceptions import (
+    BulkLimitError,
     InvalidChannelError,
     InvalidIdError,
     InvalidIdTypeError,
@@ -23,26 +25,42 @@ MAX_ID_LENGTH = 128
 E = TypeVar("E", bound=enum.Enum)
 
 
-def _has_control(value: str) -> bool:
-    # C0, DEL and C1 controls: they break logs, terminals and our \x1f-joined columns.
-    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value)
+# C0, DEL and C1 controls: they break logs, terminals and our \x1f-joined columns.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]").search
+
+
+def _well_formed(value: str) -> bool:
+    # isprintable() is False for every control character, so the common case costs one C
+    # call; only ids holding other non-printables (e.g. U+00A0) take the regex.
+    return (
+        0 < len(value) <= MAX_ID_LENGTH
+        and (value.isprintable() or _CONTROL(value) is None)
+        and not value[0].isspace()
+        and not value[-1].isspace()
+    )
 
 
 def check_id(value: object, kind: str = "campaign") -> str:
-    """Return ``value`` if it is a well-formed id, else raise a typed error."""
+    """Return ``value`` if it is a well-formed id, else raise a typed error.
+
+    Raises:
+        InvalidIdTypeError: ``value`` is not a ``str`` (ints, bytes, None, lists...).
+        InvalidIdError: It is empty, too long, or holds control characters or surrounding
+            whitespace.
+    """
     if type(value) is not str:
         raise InvalidIdTypeError(
             f"A {kind} id must be a str, not {type(value).__name__} ({value!r:.40})."
         )
+    if _well_formed(value):
+        return value
     if not value or len(value) > MAX_ID_LENGTH:
         raise InvalidIdError(
             f"A {kind} id must be 1 to {MAX_ID_LENGTH} characters, got {len(value)}."
         )
-    if _has_control(value) or value != value.strip():
-        raise InvalidIdError(
-            f"A {kind} id must not hold control characters or surrounding spaces: {value!r:.60}."
-        )
-    return value
+    raise InvalidIdError(
+        f"A {kind} id must not hold control characters or surrounding spaces: {value!r:.60}."
+    )
 
 
 def check_ids(values: object, kind: str = "campaign") -> list[str]:
@@ -51,15 +69,41 @@ def check_ids(values: object, kind: str = "campaign") -> list[str]:
         raise InvalidIdTypeError(
             f"Expected a collection of {kind} ids, not {type(values).__name__}."
         )
-    return [check_id(v, kind) for v in values]
+    out = list(values)
+    for v in out:
+        if type(v) is not str or not _well_formed(v):
+            check_id(v, kind)
+    return out
+
+
+def check_distinct_ids(values: object, limit: int, kind: str = "campaign") -> list[str]:
+    """Check ids, fold duplicates (first occurrence order) and refuse more than ``limit``.
+
+    The cap is checked while reading, so an oversized request is refused before any store
+    work and without materializing it.
+
+    Raises:
+        BulkLimitError: More than ``limit`` distinct ids.
+    """
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise InvalidIdTypeError(
+            f"Expected a collection of {kind} ids, not {type(values).__name__}."
+        )
+    seen: dict[str, None] = {}
+    for v in values:
+        if type(v) is not str or not _well_formed(v):
+            check_id(v, kind)
+        if v not in seen:
+            seen[v] = None
+            if len(seen) > limit:
+                raise BulkLimitError(limit + 1, limit)
+    return list(seen)
 
 
 def check_channels(value: object, enum_type: type[E]) -> frozenset[E]:
     """Turn names or members into a frozenset of channels, refusing unknown ones."""
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidIdTypeError(
-            f"Expected a collection of channels, not {type(value).__name__}."
-        )
+        raise InvalidIdTypeError(f"Expected a collection of channels, not {type(value).__name__}.")
     out = set()
     valid = [m.value for m in enum_type]
     for item in value:

@@ -10,6 +10,7 @@ The tree::
     ├── InvalidChannelError (ValueError)
     ├── InvalidFieldError (TypeError)
     ├── InvalidSettingsError (ValueError)
+    ├── InvalidValueError (ValueError)
     ├── BulkLimitError (ValueError)
     ├── DuplicateIdError (ValueError)
     ├── InvalidTransitionError
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidIdTypeError",
     "InvalidSettingsError",
     "InvalidTransitionError",
+    "InvalidValueError",
     "SegmentArchivedError",
     "SegmentNotFoundError",
     "StoreBusyError",
@@ -92,7 +94,9 @@ class InvalidIdTypeError(CampaignStateError, TypeError):
 class InvalidChannelError(CampaignStateError, ValueError):
     """A channel name is not one of the known channels."""
 
-    def __init__(self, channel: object, valid: Iterable[str], *, message: str | None = None) -> None:
+    def __init__(
+        self, channel: object, valid: Iterable[str], *, message: str | None = None
+    ) -> None:
         self.channel = channel
         self.valid = tuple(valid)
         super().__init__(
@@ -108,15 +112,25 @@ class InvalidSettingsError(CampaignStateError, ValueError):
     """A setting (lease, grace, refresh period, bulk cap, busy timeout) is out of range."""
 
 
+class InvalidValueError(CampaignStateError, ValueError):
+    """A value is out of range: an unknown state or emission kind, a bad delivery count."""
+
+
 class BulkLimitError(CampaignStateError, ValueError):
-    """A bulk request names more distinct ids than the registry's cap; nothing was done."""
+    """A bulk request names more distinct ids than the registry's cap; nothing was done.
+
+    Attributes:
+        size: How many distinct ids were counted before the request was refused (the cap
+            plus one: counting stops there).
+        limit: The cap.
+    """
 
     def __init__(self, size: int, limit: int) -> None:
         self.size = size
         self.limit = limit
         super().__init__(
-            f"Bulk request names {size} distinct ids, over the limit of {limit}: "
-            "split it, or raise bulk_limit when opening the registry."
+            f"Bulk request names more than {limit} distinct ids (the limit); nothing was "
+            "done: split it, or raise bulk_limit when opening the registry."
         )
 
 
@@ -157,13 +171,19 @@ class InvalidTransitionError(CampaignStateError):
 class CampaignArchivedError(InvalidTransitionError):
     """An archived campaign is read-only: unarchive it first."""
 
-    def __init__(self, campaign_id: str, action: str = "edit", allowed: Collection[str] = ()) -> None:
+    def __init__(
+        self, campaign_id: str, action: str = "edit", allowed: Collection[str] = ()
+    ) -> None:
+        allowed = tuple(allowed) or ("unarchive",)
         super().__init__(
             campaign_id,
             action,
             "archived",
-            allowed or ("unarchive",),
-            message=f"Campaign {campaign_id!r} is archived: unarchive it before you {action} it.",
+            allowed,
+            message=(
+                f"Campaign {campaign_id!r} is archived: unarchive it before you {action} it. "
+                f"Allowed from archived: {', '.join(allowed)}."
+            ),
         )
 
 
@@ -174,17 +194,23 @@ class SegmentArchivedError(InvalidTransitionError):
         segment_ids: The archived segments in the way.
     """
 
-    def __init__(self, campaign_id: str, segment_ids: Collection[str], action: str = "resume") -> None:
+    def __init__(
+        self,
+        campaign_id: str,
+        segment_ids: Collection[str],
+        action: str = "resume",
+        state: str = "active_stopped",
+    ) -> None:
         self.segment_ids = tuple(sorted(segment_ids))
         names = ", ".join(repr(s) for s in self.segment_ids)
         super().__init__(
             campaign_id,
             action,
-            "active_stopped",
+            state,
             (),
             message=(
-                f"Cannot {action} campaign {campaign_id!r}: it targets archived segment(s) {names}. "
-                "Unarchive the segment or edit the campaign to target another."
+                f"Cannot {action} campaign {campaign_id!r}: it targets archived segment(s) "
+                f"{names}. Unarchive the segment or edit the campaign to target another."
             ),
         )
 

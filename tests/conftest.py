@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from support import PG_DSN, require_postgres
 
 from campaign_states import FakeClock, Registry
 from campaign_states.stores import MemoryStore, SQLiteStore
-from support import PG_DSN, require_postgres
 
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile(
     "ci", max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
 
 @pytest.fixture
 def pg_dsn() -> Iterator[str]:
@@ -48,7 +49,9 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., object]]:
+def make_store(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., object]]:
     """A factory that opens (or reopens) the same store of this test's kind."""
     opened: list[object] = []
     dsn = request.getfixturevalue("pg_dsn") if store_kind == "postgres" else None

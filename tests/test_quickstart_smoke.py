@@ -14,8 +14,9 @@ class TestQuickstart:
     def test_lifecycle(self, registry):
         reg = registry
         reg.create_segment("seg-vip", name="VIP customers")
-        c = reg.create_campaign(name="Black Friday", channels={"email", "in_app"},
-                                segments={"seg-vip"})
+        c = reg.create_campaign(
+            name="Black Friday", channels={"email", "in_app"}, segments={"seg-vip"}
+        )
         assert State.ACTIVE_STOPPED == reg.get(c.id).state
         reg.resume(c.id, actor="ops@example.com")
         reg.archive(c.id, actor="ops@example.com")

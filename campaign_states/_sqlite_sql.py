@@ -1,0 +1,195 @@
+"""The SQLite store's schema, SQL and error translation (see `_sqlite` for the store)."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import urllib.parse
+from typing import Final
+
+from .exceptions import (
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreReadOnlyError,
+    StoreUnavailableError,
+)
+
+__all__ = [
+    "ALREADY",
+    "APPLICATION_ID",
+    "BULK",
+    "CAMPAIGN_COLS",
+    "HISTORY_MANY",
+    "HISTORY_MOVE",
+    "HISTORY_ONE",
+    "MOVE_MANY",
+    "MOVE_ONE",
+    "MOVE_SET",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "UPDATE_ONE",
+    "connect",
+    "rollback",
+    "translate",
+]
+
+APPLICATION_ID: Final = 0x43537431  # "CSt1": refuses foreign SQLite files clearly
+SCHEMA_VERSION: Final = 1
+
+SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE segments (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL,
+    version INTEGER NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX segments_seq ON segments (seq);
+CREATE TABLE campaigns (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, content TEXT NOT NULL,
+    channels TEXT NOT NULL, segments TEXT NOT NULL, state TEXT NOT NULL,
+    version INTEGER NOT NULL, seq INTEGER NOT NULL, archive_cause TEXT,
+    state_changed_at REAL NOT NULL, created_at REAL NOT NULL);
+CREATE INDEX campaigns_seq ON campaigns (seq);
+-- The cascade's index: which campaigns target a segment. `campaigns.segments` holds the
+-- same ids joined, so a gate loads a million campaigns without a join.
+CREATE TABLE campaign_segments (
+    segment_id TEXT NOT NULL, campaign_id TEXT NOT NULL,
+    PRIMARY KEY (segment_id, campaign_id)) WITHOUT ROWID;
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY, campaign_id TEXT NOT NULL, trigger TEXT NOT NULL,
+    from_state TEXT, to_state TEXT NOT NULL, actor TEXT, cause TEXT,
+    time REAL NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL);
+CREATE INDEX history_campaign ON history (campaign_id, id);
+CREATE TRIGGER history_no_update BEFORE UPDATE ON history
+    BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
+CREATE TRIGGER history_no_delete BEFORE DELETE ON history
+    BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
+CREATE TABLE results (
+    campaign_id TEXT NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,
+    count INTEGER NOT NULL, PRIMARY KEY (campaign_id, channel, kind)) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('seq', 0);
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+CAMPAIGN_COLS = (
+    "id, name, content, channels, segments, state, version, seq, archive_cause, "
+    "state_changed_at, created_at"
+)
+
+
+def translate(err: sqlite3.Error, path: str) -> StoreError:
+    """Map a sqlite3 error to the typed `StoreError` a caller can act on."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    text = str(err)
+    if isinstance(err, sqlite3.ProgrammingError) and "closed" in text:
+        return StoreUnavailableError(f"{path}: this store was closed; open it again.")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return StoreBusyError(
+            f"{path}: another writer held the database past the busy timeout; nothing was "
+            "changed. Retry, or open the store with a longer busy_timeout."
+        )
+    if name == "SQLITE_FULL" or "disk is full" in text:
+        return StoreFullError(
+            f"{path}: the disk (or the process's file size limit) is full; nothing was "
+            "changed. Free space and retry."
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return StoreReadOnlyError(
+            f"{path}: the store is read-only (opened with mode=ro, or the file, its directory "
+            "or the mount is not writable); open it writable to change campaigns."
+        )
+    if (
+        name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+        or "not a database" in text
+        or ("malformed" in text)
+    ):
+        return StoreCorruptError(
+            f"{path}: the file is damaged or not a database ({text}); restore it from a backup."
+        )
+    if name in ("SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNCATE"):
+        # SQLite reports a write refused with EFBIG (file size limit) as IOERR_WRITE, and
+        # only a short write as SQLITE_FULL: both mean the data could not be stored.
+        return StoreFullError(
+            f"{path}: the disk refused a write ({text}): it is probably full or over a file "
+            "size limit; nothing was changed. Free space and retry."
+        )
+    if name.startswith("SQLITE_CANTOPEN"):
+        return StoreUnavailableError(
+            f"{path}: cannot open the database file ({text}); check the path and permissions."
+        )
+    return StoreError(f"{path}: {text} ({name or type(err).__name__}); nothing was changed.")
+
+
+def connect(path: str, *, readonly: bool, busy_timeout: float) -> sqlite3.Connection:
+    # A file: URI, quoted: a path holding '?', '#' or '%' would otherwise be cut short.
+    uri = "file:" + urllib.parse.quote(path) + ("?mode=ro" if readonly else "")
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit BEGIN is a
+    # deferred one, the wrong kind for a read-then-write transaction).
+    conn = sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+    )
+    try:
+        # 32 MiB page cache: a 100,000-campaign bulk change touches about 20 MiB of pages.
+        conn.execute("PRAGMA cache_size = -32768")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# Bulk writes above this size go as one JSON array parameter (one statement) instead of
+# executemany (one statement per row).
+BULK: Final = 32
+
+
+UPDATE_ONE: Final = (
+    "UPDATE campaigns SET name = ?, content = ?, channels = ?, segments = ?, state = ?, "
+    "version = ?, seq = ?, archive_cause = ?, state_changed_at = ? WHERE id = ? AND version = ?"
+)
+MOVE_ONE: Final = (
+    "UPDATE campaigns SET state = ?, archive_cause = ?, state_changed_at = ?, version = ?, "
+    "seq = ? WHERE id = ? AND version = ?"
+)
+# One statement for a whole batch of transitions sharing state, cause and time; the JSON
+# array carries [id, new version, seq]. The version test is the compare-and-set.
+MOVE_MANY: Final = (
+    "UPDATE campaigns SET state = ?, archive_cause = ?, state_changed_at = ?, "
+    "version = j.value ->> 1, seq = j.value ->> 2 FROM json_each(?) AS j "
+    "WHERE campaigns.id = j.value ->> 0 AND campaigns.version = (j.value ->> 1) - 1"
+)
+HISTORY_COLS: Final = "campaign_id, trigger, from_state, to_state, actor, cause, time, seq, version"
+HISTORY_ONE: Final = f"INSERT INTO history ({HISTORY_COLS}) VALUES (?,?,?,?,?,?,?,?,?)"
+# The JSON array carries [campaign id, from state, seq, version]; the rest is shared.
+HISTORY_MANY: Final = (
+    f"INSERT INTO history ({HISTORY_COLS}) SELECT j.value ->> 0, ?, j.value ->> 1, ?, ?, ?, ?, "
+    "j.value ->> 2, j.value ->> 3 FROM json_each(?) AS j"
+)
+
+
+# Set-form moves (`SetWriteTx.move_campaigns`): ?ids is a JSON array of candidate ids,
+# ?sources a JSON array of source states. History first, while the old states are there.
+HISTORY_MOVE: Final = (
+    f"INSERT INTO history ({HISTORY_COLS}) "
+    "SELECT c.id, :trigger, c.state, :dest, :actor, :cause, :wall, :first + j.key, "
+    "c.version + 1 FROM json_each(:ids) AS j JOIN campaigns AS c ON c.id = j.value "
+    "WHERE c.state IN (SELECT value FROM json_each(:sources)) ORDER BY j.key"
+)
+ALREADY: Final = (
+    "SELECT c.id, c.state_changed_at FROM json_each(:ids) AS j JOIN campaigns AS c "
+    "ON c.id = j.value WHERE c.state = :dest AND c.archive_cause IS :archive_cause"
+)
+MOVE_SET: Final = (
+    "UPDATE campaigns SET state = :dest, version = version + 1, seq = :first + j.key, "
+    "archive_cause = :archive_cause, state_changed_at = :now FROM json_each(:ids) AS j "
+    "WHERE campaigns.id = j.value AND campaigns.state IN (SELECT value FROM json_each(:sources)) "
+    f"RETURNING {', '.join('campaigns.' + c.strip() for c in CAMPAIGN_COLS.split(','))}"
+)
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may have rolled back already (disk full, I/O error); a failing ROLLBACK must
+    # not hide the error that caused it.
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")

@@ -1,0 +1,213 @@
+"""Campaign commands: create, list, show, edit, history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from campaign_states import State
+
+from . import _render as r
+from ._app import CHANNELS, STATES, cli, json_option
+from ._base import Env, pass_env
+
+__all__: list[str] = []
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "-c",
+    "--channel",
+    "channels",
+    multiple=True,
+    required=True,
+    type=CHANNELS,
+    help="A channel it delivers on (repeat for several).",
+)
+@click.option(
+    "-s",
+    "--segment",
+    "segments",
+    multiple=True,
+    metavar="SEGMENT_ID",
+    help="A segment it targets (repeat for several).",
+)
+@click.option("--content", default="", help="Message body or template reference.")
+@click.option("--id", "campaign_id", default=None, help="Its id (default: generated).")
+@json_option
+@pass_env
+def create(
+    env: Env,
+    *,
+    name: str,
+    channels: Sequence[str],
+    segments: Sequence[str],
+    content: str,
+    campaign_id: str | None,
+    as_json: bool,
+) -> None:
+    """Create a campaign (it starts stopped; `resume` launches it)."""
+    c = env.registry.create_campaign(
+        name=name,
+        channels=channels,
+        segments=segments,
+        content=content,
+        campaign_id=campaign_id,
+        actor=env.actor,
+    )
+    if as_json:
+        r.print_json(r.campaign_json(c))
+        return
+    con = r.console()
+    con.print(Text.assemble("Created campaign ", (c.id, "bold"), f" ({c.state.value})."))
+    con.print(Text(f"Launch it with: campaign-states resume {c.id}", style="dim"))
+
+
+@cli.command(name="list")
+@click.option("--state", type=STATES, default=None, help="Only campaigns in this state.")
+@click.option(
+    "--segment", default=None, metavar="SEGMENT_ID", help="Only campaigns targeting this segment."
+)
+@click.option("--archived", is_flag=True, help="Include archived campaigns (hidden by default).")
+@json_option
+@pass_env
+def list_(env: Env, state: str | None, segment: str | None, archived: bool, as_json: bool) -> None:
+    """List campaigns (archived ones hidden unless --archived or --state archived)."""
+    found = env.registry.list(state=None if state is None else State(state), segment=segment)
+    if state is None and not archived:
+        found = [c for c in found if c.state is not State.ARCHIVED]
+    if as_json:
+        r.print_json([r.campaign_json(c) for c in found])
+        return
+    con = r.console()
+    if not found:
+        con.print(
+            "No campaigns."
+            + ("" if archived or state else " (archived ones are hidden: --archived shows them)")
+        )
+        return
+    con.print(r.campaigns_table(found))
+
+
+@cli.command()
+@click.argument("campaign_id")
+@click.option(
+    "--last",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many recent history entries to show.",
+)
+@json_option
+@pass_env
+def show(env: Env, campaign_id: str, last: int, as_json: bool) -> None:
+    """Show a campaign: state, channels, segments, results, recent history."""
+    reg = env.registry
+    c = reg.get(campaign_id)
+    segments = [reg.get_segment(s) for s in sorted(c.segments)]
+    results = reg.results(campaign_id)
+    history = reg.history(campaign_id)[-last:] if last else []
+    if as_json:
+        r.print_json(
+            {
+                **r.campaign_json(c),
+                "segments": [r.segment_json(s) for s in segments],
+                "results": r.results_json(results),
+                "history": [r.history_json(h) for h in history],
+            }
+        )
+        return
+    con = r.console()
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    info.add_row("id", Text(c.id))
+    info.add_row("name", Text(c.name))
+    info.add_row("state", Text(c.state.value, style=r.STATE_STYLE.get(c.state.value, "")))
+    info.add_row("version", str(c.version))
+    info.add_row("channels", Text(", ".join(sorted(ch.value for ch in c.channels))))
+    info.add_row("segments", Text(", ".join(f"{s.id} ({s.state.value})" for s in segments) or "-"))
+    if c.archive_cause:
+        info.add_row("archived by", Text(f"segment {c.archive_cause}"))
+    info.add_row("content", Text(c.content or "-"))
+    delivered = ", ".join(
+        f"{ch.value} {n}" for ch, n in sorted(results.delivered.items(), key=lambda i: i[0].value)
+    )
+    info.add_row("delivered", Text(delivered or "0"))
+    info.add_row("impressions", str(results.impressions))
+    con.print(info)
+    if history:
+        con.print(r.history_table(history, title=f"last {len(history)} change(s)"))
+
+
+@cli.command()
+@click.argument("campaign_id")
+@click.option("--name", default=None, help="New display name.")
+@click.option("--content", default=None, help="New content.")
+@click.option(
+    "-c",
+    "--channel",
+    "channels",
+    multiple=True,
+    type=CHANNELS,
+    help="Replace the channels (repeat for several).",
+)
+@click.option(
+    "-s",
+    "--segment",
+    "segments",
+    multiple=True,
+    metavar="SEGMENT_ID",
+    help="Replace the targeted segments (repeat for several).",
+)
+@click.option("--no-segments", is_flag=True, help="Target no segment.")
+@json_option
+@pass_env
+def edit(
+    env: Env,
+    *,
+    campaign_id: str,
+    name: str | None,
+    content: str | None,
+    channels: Sequence[str],
+    segments: Sequence[str],
+    no_segments: bool,
+    as_json: bool,
+) -> None:
+    """Change a campaign's name, content, channels or segments (refused when archived)."""
+    if segments and no_segments:
+        raise click.UsageError("--segment and --no-segments contradict each other.")
+    if name is None and content is None and not channels and not segments and not no_segments:
+        raise click.UsageError("Nothing to change: give --name, --content, --channel or --segment.")
+    c = env.registry.edit(
+        campaign_id,
+        name=name,
+        content=content,
+        channels=channels or None,
+        segments=() if no_segments else (segments or None),
+        actor=env.actor,
+    )
+    if as_json:
+        r.print_json(r.campaign_json(c))
+        return
+    r.console().print(Text.assemble("Edited ", (c.id, "bold"), f" (version {c.version})."))
+
+
+@cli.command()
+@click.argument("campaign_id")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the last N entries.")
+@json_option
+@pass_env
+def history(env: Env, campaign_id: str, limit: int | None, as_json: bool) -> None:
+    """A campaign's change history, oldest first (readable when archived)."""
+    entries = env.registry.history(campaign_id)
+    if limit is not None:
+        entries = entries[-limit:]
+    if as_json:
+        r.print_json([r.history_json(h) for h in entries])
+        return
+    r.console().print(r.history_table(entries, title=f"history of {campaign_id}"))

@@ -1,0 +1,390 @@
+"""The delivery gate: fail-closed decisions from a leased in-memory view of the store."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, Final, TypeGuard
+
+from campaign_states import Emission, LeaseSettings, Reader, Registry, SystemClock, open_registry
+from campaign_states.exceptions import CampaignStateError
+
+from ._decision import Decision, Reason, channel_index, decision
+from ._filter import split_function
+from ._listener import Listener
+from ._metrics import DecisionObserver
+from ._permit import Permit
+from ._refresh import Refreshing
+from ._results import ResultsBuffer
+from ._snapshot import Snapshot
+from .exceptions import DeliveryBlockedError, GateSettingsError, ResultsNotRecordedError
+
+__all__ = ["DeliveryGate"]
+
+log = logging.getLogger("delivery_gate")
+
+_MESSAGE: Final = Emission.MESSAGE
+_INVALID: Final = decision(False, Reason.INVALID_REQUEST)
+_UNKNOWN: Final = decision(False, Reason.UNKNOWN_CAMPAIGN)
+_STALE: Final = decision(False, Reason.STALE)
+_UNAVAILABLE: Final = decision(False, Reason.STORE_UNAVAILABLE)
+_MAX_ID: Final = 128
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def _valid_id(value: object) -> TypeGuard[str]:
+    # The registry's id rules (1 to 128 characters, no control characters, no surrounding
+    # spaces): a malformed id reads INVALID_REQUEST rather than UNKNOWN_CAMPAIGN.
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_ID or value != value.strip():
+        return False
+    return not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value)
+
+
+def _seconds(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise GateSettingsError(f"{name} must be a number of seconds, not {value!r}.")
+    if not math.isfinite(value) or value <= 0:
+        raise GateSettingsError(f"{name} must be finite and > 0 seconds, not {value!r}.")
+    return float(value)
+
+
+class DeliveryGate(Refreshing):
+    """The check every pipeline makes before it emits a message or an in-app impression.
+
+    The gate holds an in-memory view of which campaigns may send, under a lease: the time
+    taken *before* its last successful refresh read started, plus the lease. A check is a
+    clock read, a dict lookup and an index; past the lease it denies (STALE, or
+    STORE_UNAVAILABLE while refreshes fail). A daemon thread refreshes every ``refresh``
+    seconds: a cheap version probe, and on change only the records changed since the last
+    sequence number. Changes made through ``registry`` reach the gate before the
+    registry's call returns (archives and stops fence the gate before their commit).
+
+    Args:
+        registry: The registry this gate follows (see `DeliveryGate.open` to open one).
+        lease: At most the store's lease (`Registry.lease_settings`); default: the store's.
+            The lease in force is always the smaller of this and the store's current one.
+        refresh: Seconds between refreshes; default: the store's. Must be below the lease.
+        on_decision: Called with every decision (see `DecisionObserver`).
+        background_refresh: Start the refresher thread (tests drive `refresh` by hand).
+        close_timeout: How long `close` waits for permits in flight.
+
+    Close a gate when done (or use it as a context manager): the registry and the refresher
+    thread hold on to it until then.
+
+    From asyncio: ``check``, ``filter`` and a permit's enter and exit never block, so call
+    them on the event loop; a permit may stay open across the ``await`` of the send. Run
+    archives and stops (which wait out the lease) with ``asyncio.to_thread``.
+
+    Raises:
+        GateSettingsError: A setting is out of range, or the lease exceeds the store's.
+        TypeError: ``registry`` is not a `campaign_states.Registry`.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        lease: float | None = None,
+        refresh: float | None = None,
+        on_decision: DecisionObserver | None = None,
+        background_refresh: bool = True,
+        close_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(registry, Registry):
+            raise TypeError(
+                f"DeliveryGate needs a campaign_states.Registry, not "
+                f"{type(registry).__name__}; or use DeliveryGate.open(url)."
+            )
+        self._want_lease = _seconds("lease", lease)
+        self._want_refresh = _seconds("refresh", refresh)
+        self._close_timeout = _seconds("close_timeout", close_timeout) or 30.0
+        if self._want_lease and self._want_refresh and self._want_refresh >= self._want_lease:
+            raise GateSettingsError(
+                f"refresh ({refresh}s) must be shorter than lease ({lease}s): the gate would "
+                "lapse between refreshes."
+            )
+        if on_decision is not None and not callable(on_decision):
+            raise GateSettingsError(f"on_decision must be callable, not {on_decision!r}.")
+        self.registry = registry
+        clock = registry.clock
+        # The hot path reads the clock through one C call when it is the system clock.
+        self._now: Callable[[], float] = (
+            functools.partial(time.clock_gettime, _BOOTTIME)
+            if type(clock) is SystemClock and _BOOTTIME is not None
+            else clock.now
+        )
+        self._snapshot = Snapshot()
+        self._rows = self._snapshot.rows
+        self._deadline = -math.inf
+        self._live: set[Permit] = set()
+        self._results = ResultsBuffer(registry)
+        self._slots = self._results.slots
+        self._on_decision = on_decision
+        # Zero cost when unobserved: the observed variants shadow the methods, and the
+        # permit's fast path compares against a kind nothing matches.
+        self._fast_kind: object = _MESSAGE
+        if on_decision is not None:
+            self._fast_kind = object()
+            self.check = self._check_observed  # type: ignore[method-assign]
+        self._owns_registry = False
+        self._closed = False
+        self._failing = False
+        self._failures = 0
+        self._last_error: str | None = None
+        self._settings: LeaseSettings | None = None
+        self._seq = 0
+        self._token: object = object()
+        self._reader: Reader | None = None
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener = Listener(self)
+        # Subscribe before the first read: a change made through the registry meanwhile
+        # reaches us either by apply or by the read, and the newer version wins.
+        registry.subscribe(self._listener)
+        try:
+            if self.refresh() and self._want_lease is not None:
+                store_lease = self._store_settings().lease
+                if self._want_lease > store_lease:
+                    raise GateSettingsError(
+                        f"lease ({lease}s) is longer than the store's ({store_lease}s): an "
+                        "archive waits only the store's lease, so this gate could still admit "
+                        "after it returned. Use a lease <= the store's, or raise the store's "
+                        "with Registry.set_lease_settings()."
+                    )
+        except BaseException:
+            self._shutdown_reader()
+            registry.unsubscribe(self._listener)
+            raise
+        if background_refresh:
+            self._thread = threading.Thread(
+                target=self._run, name="delivery-gate-refresh", daemon=True
+            )
+            self._thread.start()
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        lease: float | None = None,
+        refresh: float | None = None,
+        on_decision: DecisionObserver | None = None,
+        background_refresh: bool = True,
+        close_timeout: float = 30.0,
+        **store_options: Any,
+    ) -> DeliveryGate:
+        """Open a registry on ``url`` and a gate on it; closing the gate closes both.
+
+        Keyword options not listed go to `campaign_states.open_registry` (``clock``...).
+        The registry is ``gate.registry``: archive through it to have this gate fenced.
+        """
+        reg = open_registry(url, **store_options)
+        try:
+            gate = cls(
+                reg,
+                lease=lease,
+                refresh=refresh,
+                on_decision=on_decision,
+                background_refresh=background_refresh,
+                close_timeout=close_timeout,
+            )
+        except BaseException:
+            reg.close()
+            raise
+        gate._owns_registry = True
+        return gate
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def check(self, campaign_id: object, channel: object, kind: object = _MESSAGE) -> Decision:
+        """Decide whether one emission may go out now. Never raises; fails closed.
+
+        Args:
+            campaign_id: The campaign's id.
+            channel: A `campaign_states.Channel` or its value (``"email"``).
+            kind: `Emission.MESSAGE` (the default) or `Emission.IN_APP_IMPRESSION`, which is
+                only valid with the ``in_app`` channel (else INVALID_REQUEST).
+
+        Returns:
+            The `Decision`: admitted with RUNNING, or denied with the reason.
+        """
+        try:
+            # Hot path: one clock read, two dict lookups. Anything unusual (stale,
+            # unknown, denied, malformed, another kind) raises or misses and takes the
+            # slow path below, which classifies it.
+            if kind is _MESSAGE and self._now() < self._deadline:
+                return self._rows[campaign_id][channel]  # type: ignore[index]
+        except Exception:
+            pass
+        return self._decide(campaign_id, channel, kind)
+
+    def _decide(self, campaign_id: object, channel: object, kind: object) -> Decision:
+        try:
+            index = channel_index(channel, kind)
+            if index is None or not _valid_id(campaign_id):
+                return _INVALID
+            if not self._now() < self._deadline:
+                return _UNAVAILABLE if self._failing or self._closed else _STALE
+            row = self._rows.get(campaign_id)
+            if row is None:
+                return _UNKNOWN
+            return row.get(channel) or row.deny
+        except Exception:
+            # A key whose __hash__ or __eq__ raises, a clock that fails...: deny.
+            return _INVALID
+
+    def _check_observed(
+        self, campaign_id: object, channel: object, kind: object = _MESSAGE
+    ) -> Decision:
+        d = DeliveryGate.check(self, campaign_id, channel, kind)
+        try:
+            self._on_decision(campaign_id, channel, kind, d)  # type: ignore[misc]
+        except Exception:
+            log.debug("on_decision raised; ignored", exc_info=True)
+        return d
+
+    def require(self, campaign_id: object, channel: object, kind: object = _MESSAGE) -> Decision:
+        """`check`, raising on a denial.
+
+        Raises:
+            DeliveryBlockedError: Denied; ``error.decision`` says why.
+        """
+        d = self.check(campaign_id, channel, kind)
+        if d.admitted:
+            return d
+        raise DeliveryBlockedError(d, campaign_id, channel)
+
+    def permit(self, campaign_id: object, channel: object, kind: object = _MESSAGE) -> Permit:
+        """A `Permit` for one emission: ``with gate.permit(cid, "push") as p:``.
+
+        Entering decides; an admitted permit is in flight until its block exits, and a
+        local archive or stop waits for it. Call ``p.still_valid()`` right before the
+        send; leaving the block counts the delivery in the campaign's results.
+        """
+        return Permit(self, campaign_id, channel, kind)
+
+    def filter(
+        self,
+        batch: Iterable[Any],
+        key: Callable[[Any], Any] | None = None,
+        *,
+        kind: object = _MESSAGE,
+    ) -> tuple[list[Any], list[Any]]:
+        """Decide a whole batch at one instant; returns ``(admitted, denied)`` items.
+
+        Args:
+            batch: The items, in order (iterated once).
+            key: Gives an item's ``(campaign_id, channel)``; default: the item is that pair.
+                ``operator.attrgetter("campaign_id", "channel")`` or ``itemgetter(...)``
+                are compiled to the fast path; another callable is called per item.
+            kind: The emission kind for the whole batch.
+
+        Never raises for bad items: an item that cannot be decided is denied.
+        """
+        items = batch if type(batch) is list else list(batch)
+        if kind is not _MESSAGE or self._on_decision is not None:
+            return self._filter_slow(items, key, kind)
+        if not self._now() < self._deadline:
+            return [], list(items)
+        try:
+            return split_function(key)(items, self._rows)
+        except Exception:
+            return self._filter_slow(items, key, kind)
+
+    def _filter_slow(
+        self, items: list[Any], key: Callable[[Any], Any] | None, kind: object
+    ) -> tuple[list[Any], list[Any]]:
+        admitted: list[Any] = []
+        denied: list[Any] = []
+        for m in items:
+            try:
+                cid, ch = m if key is None else key(m)
+            except Exception:
+                d = _INVALID
+                if self._on_decision is not None:
+                    self._observe_invalid(m, kind)
+            else:
+                d = self.check(cid, ch, kind)
+            (admitted if d.admitted else denied).append(m)
+        return admitted, denied
+
+    def _observe_invalid(self, item: object, kind: object) -> None:
+        try:
+            self._on_decision(item, None, kind, _INVALID)  # type: ignore[misc]
+        except Exception:
+            log.debug("on_decision raised; ignored", exc_info=True)
+
+    # -- results -------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Record the deliveries of completed permits now (otherwise about every second).
+
+        Raises:
+            campaign_states.exceptions.StoreError: Recording failed; the counts are kept and
+                retried on the next flush.
+        """
+        self._results.flush()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Deny from now on, wait for permits in flight, record their deliveries, release.
+
+        Idempotent. Closes the registry too if the gate opened it (`DeliveryGate.open`).
+
+        Raises:
+            ResultsNotRecordedError: Some deliveries could not be recorded (the store is
+                down, or permits were still in flight after ``close_timeout``); the error
+                lists them so they can be recorded later. The gate is closed regardless.
+        """
+        if self._closed:
+            return
+        with self._refresh_lock:
+            self._closed = True
+            self._deadline = -math.inf
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        # New permits are denied now; wait for the admitted ones to leave their blocks.
+        end = time.monotonic() + self._close_timeout
+        while self._live and time.monotonic() < end:
+            time.sleep(0.001)
+        in_flight = len(self._live)
+        self.registry.unsubscribe(self._listener)
+        self._shutdown_reader()
+        error: Exception | None = None
+        try:
+            self._results.flush()
+        except CampaignStateError as e:
+            error = e
+        finally:
+            if self._owns_registry:
+                self.registry.close()
+        if error is not None or in_flight:
+            raise ResultsNotRecordedError(
+                self._results.unrecorded(),
+                in_flight,
+                str(error) if error else f"permits still open after {self._close_timeout:g}s",
+            )
+
+    def __enter__(self) -> DeliveryGate:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<DeliveryGate {self.registry.url} campaigns={len(self._rows)}>"

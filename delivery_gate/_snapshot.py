@@ -1,0 +1,122 @@
+"""A gate's in-memory view: campaign id -> verdict row, with fences.
+
+Readers (``check``, permits, ``filter``) never lock: each update is a single dict store,
+atomic under the GIL, and a reader sees either the old row or the new one. Writers (the
+registry's listener calls and the refresher) serialize on one lock so that the
+"newer version wins" rule and the fence bookkeeping are never interleaved.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterable
+
+from campaign_states import Campaign, Segment, SegmentState, State
+
+from ._decision import Reason, Row, deny_row, row_for
+
+__all__ = ["FENCED_ROW", "Snapshot"]
+
+# While a registry in this process is archiving or stopping a campaign, between its fence
+# (before the commit) and its apply (after): the view is being replaced, so it is stale.
+FENCED_ROW = deny_row(Reason.STALE)
+# A fenced id that had no row: unfence forgets it.
+_NO_ROW = Row(deny_row(Reason.UNKNOWN_CAMPAIGN).deny)
+
+
+def _version(row: Row) -> int:
+    v = row.deny.version
+    return -1 if v is None else v
+
+
+class Snapshot:
+    """Verdict rows per campaign, the fenced campaigns, and the archived segments."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+        # Fenced id -> the newest real row known for it (_NO_ROW if none): restored by
+        # unfence, and the version a record must exceed to lift the fence.
+        self._fenced: dict[str, Row] = {}
+        self._archived_segments: set[str] = set()
+        self._lock = threading.Lock()
+
+    def fence(self, campaign_ids: Iterable[str]) -> None:
+        """Deny these campaigns from now on, until a newer record arrives or `unfence`."""
+        with self._lock:
+            rows, fenced = self.rows, self._fenced
+            for cid in campaign_ids:
+                if cid not in fenced:
+                    fenced[cid] = rows.get(cid, _NO_ROW)
+                # One dict store: visible to every reader thread from here on.
+                rows[cid] = FENCED_ROW
+
+    def unfence(self, campaign_ids: Iterable[str]) -> None:
+        """The write failed: restore the newest row known (or forget an unknown id)."""
+        with self._lock:
+            for cid in campaign_ids:
+                old = self._fenced.pop(cid, None)
+                if old is None:
+                    continue
+                if old is _NO_ROW:
+                    self.rows.pop(cid, None)
+                else:
+                    self.rows[cid] = old
+
+    def apply(self, campaigns: Iterable[Campaign], segments: Iterable[Segment]) -> int:
+        """Reflect committed records; an older version than the one held is ignored.
+
+        Records reach a gate by two paths (the registry's apply, the refresher's read) in
+        either order, so the campaign version decides: it is bumped by every write. A
+        record newer than a fence's base can only be the fenced write's commit or a later
+        one (the writer held the store's write lock or row lock from before the fence until
+        its commit), so it lifts the fence.
+
+        Returns:
+            How many campaign rows changed.
+        """
+        changed = 0
+        with self._lock:
+            archived = self._archived_segments
+            for s in segments:
+                if s.state is SegmentState.ARCHIVED:
+                    archived.add(s.id)
+                else:
+                    archived.discard(s.id)
+            rows, fenced = self.rows, self._fenced
+            # Rows for equal (state, cause, blocked, channels, version) are equal: build
+            # each once per batch (a million-campaign load has a few hundred distinct).
+            memo: dict[tuple[object, ...], Row] = {}
+            for c in campaigns:
+                cid, version = c.id, c.version
+                if fenced and cid in fenced:
+                    base = fenced[cid]
+                    if base is not _NO_ROW and _version(base) >= version:
+                        continue
+                    del fenced[cid]
+                else:
+                    cur = rows.get(cid)
+                    if cur is not None and _version(cur) >= version:
+                        continue
+                state = c.state
+                blocked = (
+                    bool(archived)
+                    and state is State.ACTIVE_RUNNING
+                    and not c.segments.isdisjoint(archived)
+                )
+                key = (id(state), c.archive_cause is None, blocked, c.channels, version)
+                row = memo.get(key)
+                if row is None:
+                    row = memo[key] = row_for(c, archived)
+                rows[cid] = row
+                changed += 1
+        return changed
+
+    def fenced(self) -> Collection[str]:
+        """The campaigns fenced now (a copy)."""
+        with self._lock:
+            return tuple(self._fenced)
+
+    def archived_segments(self) -> Collection[str]:
+        """The segments this view knows to be archived (a copy)."""
+        with self._lock:
+            return frozenset(self._archived_segments)

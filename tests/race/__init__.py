@@ -1,0 +1,1 @@
+"""The delivery gate's race and fault harness (run by tests/test_race*.py)."""
