@@ -20,7 +20,17 @@ from ._open import open_registry, open_store
 from ._outcomes import BulkResult, ItemOutcome, Outcome, SegmentChange, TransitionResult
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._registry import Registry
-from ._store import ChangeBatch, LeaseSettings, Reader, SetWriteTx, Store, WriteTx
+from ._store import (
+    ChangeBatch,
+    GateReader,
+    GateRow,
+    GateRowBatch,
+    LeaseSettings,
+    Reader,
+    SetWriteTx,
+    Store,
+    WriteTx,
+)
 
 __all__ = [
     "BulkResult",
@@ -33,6 +43,9 @@ __all__ = [
     "Delivery",
     "Emission",
     "FakeClock",
+    "GateReader",
+    "GateRow",
+    "GateRowBatch",
     "HistoryEntry",
     "ItemOutcome",
     "LeaseSettings",

@@ -6,6 +6,7 @@ are fenced and updated synchronously through the registry's listeners).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
@@ -17,7 +18,8 @@ import attrs
 from ._clock import Clock, SystemClock
 from ._lifecycle import State
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
-from ._store import ChangeBatch, LeaseSettings
+from ._rows import gate_row
+from ._store import ChangeBatch, GateRowBatch, LeaseSettings
 from .exceptions import ConcurrentUpdateError, DuplicateIdError
 
 __all__ = ["MemoryStore"]
@@ -135,6 +137,12 @@ class MemoryStore:
         self._results: dict[str, dict[tuple[Channel, Emission], int]] = {}
         self._seq = 0
         self._lease = lease or LeaseSettings()
+        # The change index: campaign ids in the order of the seq of each of their writes
+        # (`_log_seqs[i]` is the seq `_log_ids[i]` was written with), so a reader's delta
+        # is a bisect and a slice, not a scan of every campaign. An id written again
+        # appears again; stale entries are skipped on read and dropped by `_compact`.
+        self._log_seqs: list[int] = []
+        self._log_ids: list[str] = []
 
     def write(self) -> _Tx:
         """A write transaction: staged, applied whole when the block exits cleanly."""
@@ -154,11 +162,45 @@ class MemoryStore:
                 for sid in c.segments:
                     by_segment[sid].add(c.id)
             campaigns[c.id] = c
+        self._index(tx.campaigns_new.values())
         self._segments.update(tx.segments_new)
         history = self._history
         for e in tx.history_new:
             history[e.campaign_id].append(e)
         self._seq = tx.seq
+
+    def _index(self, written: Iterable[Campaign]) -> None:
+        # Called with the lock held. A transaction's seqs are all above those already
+        # indexed (each write reserves new ones); if one is not, rebuild the index from the
+        # campaigns rather than let it go out of order: a delta read must never miss one.
+        seqs, ids = self._log_seqs, self._log_ids
+        for c in sorted(written, key=_by_seq):
+            if seqs and c.seq <= seqs[-1]:
+                self._compact()
+                return
+            seqs.append(c.seq)
+            ids.append(c.id)
+        if len(seqs) > 2 * len(self._campaigns) + 1024:
+            self._compact()
+
+    def _compact(self) -> None:
+        # Called with the lock held: one entry per campaign, at its current seq.
+        ordered = sorted(self._campaigns.values(), key=_by_seq)
+        self._log_seqs = [c.seq for c in ordered]
+        self._log_ids = [c.id for c in ordered]
+
+    def _changed(self, seq: int) -> list[Campaign]:
+        # Called with the lock held: each campaign last written after `seq`, once, in seq
+        # order. An entry whose campaign was written again later is skipped here and
+        # picked up at its later entry.
+        start = bisect.bisect_right(self._log_seqs, seq)
+        campaigns = self._campaigns
+        out: list[Campaign] = []
+        for i in range(start, len(self._log_ids)):
+            c = campaigns[self._log_ids[i]]
+            if c.seq == self._log_seqs[i]:
+                out.append(c)
+        return out
 
     def get_campaign(self, campaign_id: str) -> Campaign | None:
         """One campaign, or None."""
@@ -223,13 +265,27 @@ class MemoryStore:
         with self._lock:
             return ChangeBatch(
                 seq=self._seq,
-                campaigns=[c for c in self._campaigns.values() if c.seq > seq],
+                campaigns=self._changed(seq),
+                segments=[s for s in self._segments.values() if s.seq > seq],
+                lease=self._lease,
+            )
+
+    def gate_rows_since(self, seq: int) -> GateRowBatch:
+        """Everything changed after ``seq``, as `GateRow`s."""
+        with self._lock:
+            return GateRowBatch(
+                seq=self._seq,
+                rows=[gate_row(c) for c in self._changed(seq)],
                 segments=[s for s in self._segments.values() if s.seq > seq],
                 lease=self._lease,
             )
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _by_seq(c: Campaign) -> int:
+    return c.seq
 
 
 @attrs.frozen
@@ -241,6 +297,9 @@ class _MemoryReader:
 
     def changes_since(self, seq: int) -> ChangeBatch:
         return self._store.changes_since(seq)
+
+    def gate_rows_since(self, seq: int) -> GateRowBatch:
+        return self._store.gate_rows_since(seq)
 
     def close(self) -> None:
         pass

@@ -1,7 +1,8 @@
 """The PostgreSQL store: when pipelines span hosts.
 
 The only module that imports psycopg and psycopg_pool (a ruff banned-api rule holds that
-line), so it also owns the seam where every psycopg error becomes a typed `StoreError`.
+line), so it also owns the seam where every psycopg error becomes a typed `StoreError`;
+that rule, not convenience, is why the store and its reader share one long module.
 
 Isolation: READ COMMITTED with explicit row locks, not SERIALIZABLE. Every write
 transaction locks what it reads (campaigns ``FOR UPDATE``, segments ``FOR SHARE``), and
@@ -82,8 +83,10 @@ CREATE TABLE cs_campaign_segments (
     segment_id text NOT NULL, campaign_id text NOT NULL,
     PRIMARY KEY (segment_id, campaign_id));
 CREATE INDEX cs_campaign_segments_campaign ON cs_campaign_segments (campaign_id);
--- The feed gates refresh from: one row per campaign write, appended by the store itself.
-CREATE TABLE cs_changes (seq bigint NOT NULL, campaign_id text NOT NULL);
+-- The feed gates refresh from, appended by the store itself: one row per write, holding
+-- the campaigns it changed and the highest sequence number among them. A transaction's
+-- numbers commit together, so a reader's sequence is never inside one row's range.
+CREATE TABLE cs_changes (seq bigint NOT NULL, campaign_ids text[] NOT NULL);
 CREATE INDEX cs_changes_seq ON cs_changes (seq);
 CREATE TABLE cs_history (
     campaign_id text NOT NULL, trigger text NOT NULL, from_state text, to_state text NOT NULL,
@@ -112,6 +115,31 @@ _UPDATE_SET: Final = (
     "state_changed_at = u.state_changed_at"
 )
 _STATE_TEXT: Final = {s: s.value for s in State}
+# Set-form moves (`_Tx.move_campaigns`): %(ids)s are the candidates, in order; each gets
+# the sequence number first + its position, moved or not.
+_CANDIDATES: Final = (
+    "unnest(%(ids)s::text[]) WITH ORDINALITY AS j(id, k) JOIN cs_campaigns AS c ON c.id = j.id"
+)
+_ALREADY: Final = (
+    f"SELECT c.id, c.state_changed_at FROM {_CANDIDATES} WHERE c.state = %(dest)s "
+    "AND c.archive_cause IS NOT DISTINCT FROM %(archive_cause)s"
+)
+_HISTORY_MOVE: Final = (
+    "INSERT INTO cs_history (campaign_id, trigger, from_state, to_state, actor, cause, time, "
+    "seq, version) SELECT c.id, %(trigger)s, c.state, %(dest)s, %(actor)s, %(cause)s, "
+    f"%(wall)s, %(first)s + j.k - 1, c.version + 1 FROM {_CANDIDATES} "
+    "WHERE c.state = ANY(%(sources)s::text[]) ORDER BY j.k"
+)
+_MOVE_SET: Final = (
+    "WITH moved AS (UPDATE cs_campaigns AS c SET state = %(dest)s, version = c.version + 1, "
+    "seq = %(first)s + j.k - 1, archive_cause = %(archive_cause)s, "
+    "state_changed_at = %(now)s FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS j(id, k) "
+    "WHERE c.id = j.id AND c.state = ANY(%(sources)s::text[]) "
+    f"RETURNING {', '.join('c.' + x for x in _CAMPAIGN_COLS.split(', '))}), "
+    "feed AS (INSERT INTO cs_changes (seq, campaign_ids) "
+    "SELECT max(seq), array_agg(id) FROM moved HAVING count(*) > 0) "
+    "SELECT * FROM moved"
+)
 # From this many campaigns on, an update goes through COPY instead of array parameters.
 _COPY_THRESHOLD: Final = 1000
 # Advisory lock keys: one namespace per schema, so stores in other schemas never wait.
@@ -217,6 +245,10 @@ def _joined_ids(ids: frozenset[str]) -> str:
     return join_ids(ids)
 
 
+def _by_seq(c: Campaign) -> int:
+    return c.seq
+
+
 class _Tx:
     """One write transaction on one pooled connection (READ COMMITTED, explicit locks)."""
 
@@ -258,18 +290,29 @@ class _Tx:
         return {x.id: x for x in self._remember(rows)}
 
     def campaigns_targeting(self, segment_id: str) -> list[Campaign]:
+        rows = self._lock_targeting(segment_id, _CAMPAIGN_COLS)
+        # A campaign edited away from the segment while we waited for its lock comes back
+        # in its new version: it no longer targets the segment.
+        out = [x for x in self._remember(rows) if segment_id in x.segments]
+        out.sort(key=lambda x: x.id)
+        return out
+
+    def _lock_targeting(self, segment_id: str, cols: str) -> list[tuple[Any, ...]]:
+        """Lock the campaigns targeting a segment, then the segment itself; return their rows.
+
+        Only segment writers call this, and they hold the segment's advisory lock (see
+        `segments`), so no other segment writer interleaves.
+        """
         self._campaigns_locked = True
         sql = (
-            f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE id IN "
+            f"SELECT {cols} FROM cs_campaigns WHERE id IN "
             "(SELECT campaign_id FROM cs_campaign_segments WHERE segment_id = %s) "
         )
         with self._guard() as c:
-            # 1. Lock every campaign that targets the segment, in id order. Only segment
-            #    writers call this, and they hold the segment's advisory lock (see
-            #    `segments`), so no other segment writer interleaves.
-            locked = self._remember(
-                c.execute(sql + "ORDER BY id FOR UPDATE OF cs_campaigns", (segment_id,))
-            )
+            # 1. Lock every campaign that targets the segment, in id order.
+            locked = c.execute(
+                sql + "ORDER BY id FOR UPDATE OF cs_campaigns", (segment_id,)
+            ).fetchall()
             # 2. Take the segment exclusively. This waits for every transaction that read
             #    it FOR SHARE (a resume, or an edit that adds this segment to a campaign) to
             #    commit, and makes later ones wait for us. Taking it only now, after step 1,
@@ -280,24 +323,80 @@ class _Tx:
             #    began targeting the segment while we waited in step 2. Lock them too, but
             #    without waiting: if one is locked by a writer that will next want our
             #    segment, waiting would deadlock, so start over instead.
-            have = [x.id for x in locked]
             try:
-                extra = self._remember(
-                    c.execute(
-                        sql + "AND NOT (id = ANY(%s::text[])) ORDER BY id "
-                        "FOR UPDATE OF cs_campaigns NOWAIT",
-                        (segment_id, have),
-                    )
-                )
+                extra = c.execute(
+                    sql + "AND NOT (id = ANY(%s::text[])) ORDER BY id "
+                    "FOR UPDATE OF cs_campaigns NOWAIT",
+                    (segment_id, [r[0] for r in locked]),
+                ).fetchall()
             except pg_errors.LockNotAvailable as e:
                 raise ConcurrentUpdateError(
                     f"Campaigns targeting segment {segment_id!r} changed during its archive."
                 ) from e
-        # A campaign edited away from the segment while we waited for its lock comes back
-        # from step 1 in its new version: it no longer targets the segment.
-        out = [x for x in locked + extra if segment_id in x.segments]
-        out.sort(key=lambda x: x.id)
-        return out
+        return locked + extra
+
+    def move_campaigns(
+        self,
+        ids: Sequence[str] | None,
+        segment: str | None,
+        sources: Collection[State],
+        dest: State,
+        *,
+        trigger: str,
+        actor: str | None,
+        cause: str | None,
+        archive_cause: str | None,
+        now: float,
+        wall: float,
+    ) -> tuple[list[Campaign], dict[str, float]]:
+        """Move many campaigns in set form (`campaign_states.SetWriteTx`): a few statements.
+
+        The candidates are locked first, in id order (as `campaigns` and
+        `campaigns_targeting` lock them); then the history, the update and the change feed
+        are written server-side, so 100,000 campaigns never cross the wire but once.
+        """
+        if ids is None:
+            assert segment is not None
+            self._lock_targeting(segment, "id")
+            with self._guard() as c:
+                # Every campaign targeting the segment now is locked by us (no one can
+                # start targeting it while we hold it exclusively); one edited away is not.
+                ids = [
+                    r[0]
+                    for r in c.execute(
+                        "SELECT campaign_id FROM cs_campaign_segments WHERE segment_id = %s "
+                        "ORDER BY campaign_id",
+                        (segment,),
+                    )
+                ]
+        else:
+            self._campaigns_locked = True
+            with self._guard() as c:
+                c.execute(
+                    "SELECT 1 FROM cs_campaigns WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE",
+                    (list(ids),),
+                )
+        if not ids:
+            return [], {}
+        first = self.next_seq(len(ids))  # one per candidate: unmoved ids leave gaps
+        args = {
+            "ids": list(ids),
+            "sources": [_STATE_TEXT[x] for x in sources],
+            "dest": _STATE_TEXT[dest],
+            "trigger": trigger,
+            "actor": actor,
+            "cause": cause,
+            "wall": wall,
+            "first": first,
+            "archive_cause": archive_cause,
+            "now": now,
+        }
+        with self._guard() as c:
+            already = dict(c.execute(_ALREADY, args).fetchall())
+            c.execute(_HISTORY_MOVE, args)
+            moved = self._remember(c.execute(_MOVE_SET, args).fetchall())
+        moved.sort(key=_by_seq)
+        return moved, already
 
     def segments(self, ids: Collection[str]) -> dict[str, Segment]:
         """Lock segments against concurrent change.
@@ -388,7 +487,7 @@ class _Tx:
             if cur.rowcount != 1:
                 raise DuplicateIdError(f"Campaign {x.id!r} already exists.")
             self._link([x.id] * len(segments), list(segments))
-            c.execute("INSERT INTO cs_changes (seq, campaign_id) VALUES (%s, %s)", (x.seq, x.id))
+            c.execute("INSERT INTO cs_changes (seq, campaign_ids) VALUES (%s, %s)", (x.seq, [x.id]))
             self._seen[x.id] = x
 
     def _link(self, campaign_ids: list[str], segment_ids: list[str]) -> None:
@@ -440,9 +539,8 @@ class _Tx:
                     [list(col) for col in zip(*rows, strict=True)],
                 )
                 c.execute(
-                    "INSERT INTO cs_changes (seq, campaign_id) "
-                    "SELECT * FROM unnest(%s::bigint[], %s::text[])",
-                    ([x.seq for x in campaigns], [x.id for x in campaigns]),
+                    "INSERT INTO cs_changes (seq, campaign_ids) VALUES (%s, %s::text[])",
+                    (max(x.seq for x in campaigns), [x.id for x in campaigns]),
                 )
             else:
                 # Bulk: COPY into a session temp table, then one UPDATE joining it: about
@@ -466,7 +564,7 @@ class _Tx:
                     (self._batch,),
                 )
                 c.execute(
-                    "INSERT INTO cs_changes (seq, campaign_id) SELECT seq, id "
+                    "INSERT INTO cs_changes (seq, campaign_ids) SELECT max(seq), array_agg(id) "
                     "FROM pg_temp.cs_campaign_updates WHERE batch = %s",
                     (self._batch,),
                 )
@@ -921,7 +1019,7 @@ class PostgresReader:
                 # carry none, so bulk updates stay in place).
                 cur = c.execute(
                     f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE seq > %s AND id IN "
-                    "(SELECT campaign_id FROM cs_changes WHERE seq > %s)",
+                    "(SELECT unnest(campaign_ids) FROM cs_changes WHERE seq > %s)",
                     (seq, seq),
                 )
             campaigns = [campaign_from_row(r) for r in cur]

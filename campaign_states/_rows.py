@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from ._lifecycle import SegmentState, State
 from ._records import Campaign, Channel, Segment, slot_setters
+
+# A campaign as a gate needs it: (id, state value, channels text, segments text, version,
+# archive_cause); the texts are `join_ids` of the channel values and of the segment ids.
+GateRow: TypeAlias = tuple[str, str, str, str, int, str | None]
 
 # Unit separator: ids can't hold control characters, so it never occurs inside one.
 SEP: Final = "\x1f"
@@ -55,6 +59,39 @@ _SEGMENT_STATES: Final = {s.value: s for s in SegmentState}
 _CS = slot_setters(Campaign)
 (_S_ID, _S_NAME, _S_CONTENT, _S_CHANNELS, _S_SEGMENTS, _S_STATE, _S_VERSION, _S_SEQ,
  _S_CAUSE, _S_CHANGED_AT, _S_CREATED_AT) = (_CS[n] for n in _CAMPAIGN_FIELDS)  # fmt: skip
+
+
+def channels_from_text(text: str) -> frozenset[Channel]:
+    """The channel set stored as ``text`` (see `join_ids`); equal texts share one set."""
+    return _channels(text)
+
+
+def ids_from_text(text: str) -> frozenset[str]:
+    """The id set stored as ``text`` (see `join_ids`); equal texts share one set."""
+    return _segments(text)
+
+
+def state_from_value(value: str) -> State:
+    """The `State` stored as ``value``."""
+    return _STATES[value]
+
+
+@functools.lru_cache(maxsize=4096)
+def _channels_text(channels: frozenset[Channel]) -> str:
+    return join_ids(ch.value for ch in channels)
+
+
+@functools.lru_cache(maxsize=65536)
+def _ids_text(ids: frozenset[str]) -> str:
+    return join_ids(ids)
+
+
+def gate_row(c: Campaign) -> GateRow:
+    """A campaign as a gate row, the same text the SQL stores hold (see `GateRowBatch`)."""
+    return (
+        c.id, c.state.value, _channels_text(c.channels), _ids_text(c.segments), c.version,
+        c.archive_cause,
+    )  # fmt: skip
 
 
 def campaign_from_row(row: Sequence[Any]) -> Campaign:

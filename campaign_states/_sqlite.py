@@ -15,20 +15,22 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ._clock import Clock, SystemClock
 from ._lifecycle import State
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
-from ._rows import campaign_from_row, join_ids, segment_from_row
+from ._rows import GateRow, campaign_from_row, join_ids, segment_from_row
 from ._sqlite_sql import (
     ALREADY,
     APPLICATION_ID,
     BULK,
     CAMPAIGN_COLS,
+    CHANGED_CAMPAIGNS,
+    CHANGED_GATE_ROWS,
     HISTORY_MANY,
     HISTORY_MOVE,
     HISTORY_ONE,
@@ -42,7 +44,7 @@ from ._sqlite_sql import (
     rollback,
     translate,
 )
-from ._store import ChangeBatch, LeaseSettings
+from ._store import ChangeBatch, GateRowBatch, LeaseSettings
 from ._validation import check_positive_seconds
 from .exceptions import (
     ConcurrentUpdateError,
@@ -52,6 +54,8 @@ from .exceptions import (
 )
 
 __all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
 
 
 class _Tx:
@@ -561,18 +565,26 @@ class SQLiteReader:
 
     def changes_since(self, seq: int) -> ChangeBatch:
         """Everything changed after ``seq``, in one read transaction (one WAL snapshot)."""
+        now_seq, campaigns, segments, lease = self._read(seq, CHANGED_CAMPAIGNS, _campaigns)
+        return ChangeBatch(seq=now_seq, campaigns=campaigns, segments=segments, lease=lease)
+
+    def gate_rows_since(self, seq: int) -> GateRowBatch:
+        """Everything changed after ``seq`` as `GateRow`s, in one read transaction."""
+        now_seq, rows, segments, lease = self._read(seq, CHANGED_GATE_ROWS, _gate_rows)
+        return GateRowBatch(seq=now_seq, rows=rows, segments=segments, lease=lease)
+
+    def _read(
+        self, seq: int, sql: tuple[str, str], convert: Callable[[sqlite3.Cursor], list[_T]]
+    ) -> tuple[int, list[_T], list[Segment], LeaseSettings]:
+        # One read transaction: the sequence, the rows, the segments and the lease all come
+        # from one WAL snapshot, so the batch brings the reader exactly up to `now_seq`.
         with self._lock:
             c = self._conn
             try:
                 c.execute("BEGIN")
                 try:
                     (now_seq,) = c.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
-                    campaigns = [
-                        campaign_from_row(r)
-                        for r in c.execute(
-                            f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE seq > ?", (seq,)
-                        )
-                    ]
+                    rows = convert(c.execute(sql[0] if seq <= 0 else sql[1], (seq,)))
                     segments = [
                         segment_from_row(r)
                         for r in c.execute(
@@ -585,12 +597,21 @@ class SQLiteReader:
                     c.execute("COMMIT")
             except sqlite3.Error as e:
                 raise translate(e, self.path) from e
-        return ChangeBatch(seq=int(now_seq), campaigns=campaigns, segments=segments, lease=lease)
+        return int(now_seq), rows, segments, lease
 
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
             self._conn.close()
+
+
+def _campaigns(rows: sqlite3.Cursor) -> list[Campaign]:
+    return [campaign_from_row(r) for r in rows]
+
+
+def _gate_rows(rows: sqlite3.Cursor) -> list[GateRow]:
+    # The rows as sqlite3 builds them, in C: exactly the `GateRow` columns and types.
+    return rows.fetchall()
 
 
 def _lease_dict(s: LeaseSettings) -> dict[str, float]:

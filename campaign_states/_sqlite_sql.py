@@ -21,6 +21,8 @@ __all__ = [
     "APPLICATION_ID",
     "BULK",
     "CAMPAIGN_COLS",
+    "CHANGED_CAMPAIGNS",
+    "CHANGED_GATE_ROWS",
     "HISTORY_MANY",
     "HISTORY_MOVE",
     "HISTORY_ONE",
@@ -76,6 +78,22 @@ CAMPAIGN_COLS = (
     "id, name, content, channels, segments, state, version, seq, archive_cause, "
     "state_changed_at, created_at"
 )
+
+GATE_COLS: Final = "id, state, channels, segments, version, archive_cause"
+
+
+def _changed(cols: str) -> tuple[str, str]:
+    # (all rows, rows changed after ?). A full load reads every row: scanning the table
+    # beats walking the seq index and looking each row up (about 25% on a million); `+seq`
+    # keeps the planner off the index. A delta is a few rows: the index finds them.
+    return (
+        f"SELECT {cols} FROM campaigns WHERE +seq > ?",
+        f"SELECT {cols} FROM campaigns WHERE seq > ?",
+    )
+
+
+CHANGED_CAMPAIGNS: Final = _changed(CAMPAIGN_COLS)
+CHANGED_GATE_ROWS: Final = _changed(GATE_COLS)
 
 
 def translate(err: sqlite3.Error, path: str) -> StoreError:

@@ -16,10 +16,21 @@ import attrs
 
 from ._clock import Clock
 from ._lifecycle import State
-from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
+from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
+from ._rows import GateRow, channels_from_text, ids_from_text, state_from_value
 from .exceptions import InvalidSettingsError
 
-__all__ = ["ChangeBatch", "LeaseSettings", "Reader", "SetWriteTx", "Store", "WriteTx"]
+__all__ = [
+    "ChangeBatch",
+    "GateReader",
+    "GateRow",
+    "GateRowBatch",
+    "LeaseSettings",
+    "Reader",
+    "SetWriteTx",
+    "Store",
+    "WriteTx",
+]
 
 
 def _seconds(*, allow_zero: bool) -> Callable[[object, attrs.Attribute[float], float], None]:
@@ -92,6 +103,45 @@ class ChangeBatch:
     campaigns: Sequence[Campaign]
     segments: Sequence[Segment]
     lease: LeaseSettings
+
+
+@attrs.frozen(kw_only=True)
+class GateRowBatch:
+    """What changed since a sequence number, as plain rows: what a gate needs, no more.
+
+    A `ChangeBatch` builds a `Campaign` record per changed campaign; loading a million
+    campaigns into a gate spends most of its time there. These rows are the stored columns
+    as the database returns them, and decoding the texts is left to the few distinct
+    values (`channels`, `segment_ids` and `state` decode them, cached).
+
+    Attributes:
+        seq: The store's sequence number this batch brings a reader up to.
+        rows: One `GateRow` per campaign whose last change is after the asked-for sequence:
+            ``(id, state value, channels text, segments text, version, archive_cause)``;
+            decode the texts with `channels` and `segment_ids`, the state with `state`.
+        segments: Segments changed after the asked-for sequence.
+        lease: The store's lease settings, read in the same transaction.
+    """
+
+    seq: int
+    rows: Sequence[GateRow]
+    segments: Sequence[Segment]
+    lease: LeaseSettings
+
+    @staticmethod
+    def channels(text: str) -> frozenset[Channel]:
+        """A row's channels text as the channel set (equal texts share one set)."""
+        return channels_from_text(text)
+
+    @staticmethod
+    def segment_ids(text: str) -> frozenset[str]:
+        """A row's segments text as the set of segment ids (equal texts share one set)."""
+        return ids_from_text(text)
+
+    @staticmethod
+    def state(value: str) -> State:
+        """A row's state value as the `State`."""
+        return state_from_value(value)
 
 
 class WriteTx(Protocol):
@@ -185,6 +235,20 @@ class Reader(Protocol):
 
     def close(self) -> None:
         """Release the connection."""
+
+
+@runtime_checkable
+class GateReader(Reader, Protocol):
+    """**Protocol (optional):** a `Reader` that also reads changes as plain `GateRow`s.
+
+    A gate uses it when its reader has it, else `Reader.changes_since`: both describe the
+    same changes in the same snapshot, so the gate decides the same either way; this one
+    skips building a record per campaign (a million-campaign SQLite load takes less than
+    half the time).
+    """
+
+    def gate_rows_since(self, seq: int) -> GateRowBatch:
+        """Everything changed after ``seq``, as rows, in one consistent read."""
 
 
 class Store(Protocol):

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 
-from campaign_states import Campaign, Channel, Emission, State
+from campaign_states import Channel, Emission, State
 
 __all__ = [
     "CHANNEL_INDEX",
     "N_CHANNELS",
+    "CampaignFields",
     "Decision",
     "Reason",
     "Row",
@@ -114,8 +115,24 @@ def deny_row(reason: Reason, version: int | None = None) -> Row:
     return _row(reason, frozenset(), version)
 
 
-def row_for(campaign: Campaign, archived_segments: Collection[str]) -> Row:
-    """The verdict row for one campaign record.
+class CampaignFields(Protocol):
+    """**Protocol:** the fields of a campaign a verdict depends on (a `Campaign` has them;
+    so does a row decoded from a `campaign_states.GateRow`)."""
+
+    @property
+    def state(self) -> State: ...
+    @property
+    def archive_cause(self) -> str | None: ...
+    @property
+    def channels(self) -> frozenset[Channel]: ...
+    @property
+    def segments(self) -> frozenset[str]: ...
+    @property
+    def version(self) -> int: ...
+
+
+def row_for(campaign: CampaignFields, archived_segments: Collection[str]) -> Row:
+    """The verdict row for one campaign (a record, or the fields decoded from a row).
 
     The campaign's own state decides first (archived by a segment's cascade reads
     SEGMENT_ARCHIVED); a running campaign that targets a segment this gate knows is

@@ -11,7 +11,15 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, TypeGuard
 
-from campaign_states import Emission, LeaseSettings, Reader, Registry, SystemClock, open_registry
+from campaign_states import (
+    Emission,
+    GateRowBatch,
+    LeaseSettings,
+    Reader,
+    Registry,
+    SystemClock,
+    open_registry,
+)
 from campaign_states.exceptions import CampaignStateError
 
 from ._decision import Decision, Reason, channel_index, decision
@@ -142,6 +150,7 @@ class DeliveryGate(Refreshing):
         self._seq = 0
         self._token: object = object()
         self._reader: Reader | None = None
+        self._gate_rows: Callable[[int], GateRowBatch] | None = None
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

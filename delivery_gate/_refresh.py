@@ -15,7 +15,7 @@ from typing import Final
 
 import attrs
 
-from campaign_states import LeaseSettings, Reader, Registry
+from campaign_states import ChangeBatch, GateRowBatch, LeaseSettings, Reader, Registry
 
 from ._decision import Row
 from ._results import FLUSH_AT, ResultsBuffer
@@ -75,6 +75,7 @@ class Refreshing:
     _seq: int
     _token: object
     _reader: Reader | None
+    _gate_rows: Callable[[int], GateRowBatch] | None
     _refresh_lock: threading.Lock
     _stop: threading.Event
 
@@ -103,6 +104,9 @@ class Refreshing:
         """Probe the store's version; on change read what changed since our sequence."""
         if self._reader is None:
             self._reader = self.registry.open_reader()
+            # The rows path when the store offers it (`GateReader`): same changes, same
+            # decisions, without building a record per campaign.
+            self._gate_rows = getattr(self._reader, "gate_rows_since", None)
             # A version token means something only to the connection that produced it
             # (SQLite's data_version is per connection): a new reader always reads.
             self._token = object()
@@ -110,8 +114,13 @@ class Refreshing:
         # read or changes the token again, so the next probe reads it. Never missed.
         token = self._reader.version_token()
         if token != self._token:
-            batch = self._reader.changes_since(self._seq)
-            self._snapshot.apply(batch.campaigns, batch.segments)
+            batch: ChangeBatch | GateRowBatch
+            if self._gate_rows is not None:
+                batch = self._gate_rows(self._seq)
+                self._snapshot.apply_rows(batch)
+            else:
+                batch = self._reader.changes_since(self._seq)
+                self._snapshot.apply(batch.campaigns, batch.segments)
             self._seq = batch.seq
             self._settings = batch.lease
             self._token = token
@@ -195,6 +204,7 @@ class Refreshing:
 
     def _shutdown_reader(self) -> None:
         reader, self._reader = self._reader, None
+        self._gate_rows = None
         if reader is not None:
             try:
                 reader.close()

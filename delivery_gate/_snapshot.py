@@ -11,7 +11,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterable
 
-from campaign_states import Campaign, Segment, SegmentState, State
+import attrs
+
+from campaign_states import Campaign, Channel, GateRowBatch, Segment, SegmentState, State
 
 from ._decision import Reason, Row, deny_row, row_for
 
@@ -27,6 +29,18 @@ _NO_ROW = Row(deny_row(Reason.UNKNOWN_CAMPAIGN).deny)
 def _version(row: Row) -> int:
     v = row.deny.version
     return -1 if v is None else v
+
+
+@attrs.frozen(kw_only=True)
+class _Fields:
+    """The fields of a campaign that `row_for` reads (it reads no others), decoded from a
+    `campaign_states.GateRow`: a row's verdict without building its whole record."""
+
+    state: State
+    archive_cause: str | None
+    channels: frozenset[Channel]
+    segments: frozenset[str]
+    version: int
 
 
 class Snapshot:
@@ -76,23 +90,17 @@ class Snapshot:
         """
         changed = 0
         with self._lock:
-            archived = self._archived_segments
-            for s in segments:
-                if s.state is SegmentState.ARCHIVED:
-                    archived.add(s.id)
-                else:
-                    archived.discard(s.id)
+            archived = self._note_segments(segments)
             rows, fenced = self.rows, self._fenced
             # Rows for equal (state, cause, blocked, channels, version) are equal: build
             # each once per batch (a million-campaign load has a few hundred distinct).
             memo: dict[tuple[object, ...], Row] = {}
             for c in campaigns:
                 cid, version = c.id, c.version
+                # `_supersedes`, inlined for the common case (see `apply_rows`).
                 if fenced and cid in fenced:
-                    base = fenced[cid]
-                    if base is not _NO_ROW and _version(base) >= version:
+                    if not self._supersedes(cid, version):
                         continue
-                    del fenced[cid]
                 else:
                     cur = rows.get(cid)
                     if cur is not None and _version(cur) >= version:
@@ -103,13 +111,83 @@ class Snapshot:
                     and state is State.ACTIVE_RUNNING
                     and not c.segments.isdisjoint(archived)
                 )
-                key = (id(state), c.archive_cause is None, blocked, c.channels, version)
+                key = (id(state), bool(c.archive_cause), blocked, c.channels, version)
                 row = memo.get(key)
                 if row is None:
                     row = memo[key] = row_for(c, archived)
                 rows[cid] = row
                 changed += 1
         return changed
+
+    def apply_rows(self, batch: GateRowBatch) -> int:
+        """`apply` for a batch of plain rows (`campaign_states.GateReader`): same rules.
+
+        The loop works on the stored texts; a row's texts are decoded only for the few
+        distinct (state, cause, blocked, channels, version) it sees, and its segments only
+        while some segment is archived.
+
+        Returns:
+            How many campaign rows changed.
+        """
+        changed = 0
+        with self._lock:
+            archived = self._note_segments(batch.segments)
+            rows, fenced = self.rows, self._fenced
+            ids_of = batch.segment_ids
+            running = State.ACTIVE_RUNNING.value
+            memo: dict[tuple[object, ...], Row] = {}
+            for cid, state, channels, segments, version, cause in batch.rows:
+                # `_supersedes` inlined for the common case: no fence, no row (a first load)
+                # or an older one. This loop runs a million times on a first load.
+                if fenced and cid in fenced:
+                    if not self._supersedes(cid, version):
+                        continue
+                else:
+                    cur = rows.get(cid)
+                    if cur is not None and _version(cur) >= version:
+                        continue
+                blocked = (
+                    bool(archived)
+                    and state == running
+                    and not ids_of(segments).isdisjoint(archived)
+                )
+                key = (state, bool(cause), blocked, channels, version)
+                row = memo.get(key)
+                if row is None:
+                    fields = _Fields(
+                        state=batch.state(state),
+                        archive_cause=cause,
+                        channels=batch.channels(channels),
+                        segments=ids_of(segments),
+                        version=version,
+                    )
+                    row = memo[key] = row_for(fields, archived)
+                rows[cid] = row
+                changed += 1
+        return changed
+
+    def _note_segments(self, segments: Iterable[Segment]) -> set[str]:
+        # Called with the lock held.
+        archived = self._archived_segments
+        for s in segments:
+            if s.state is SegmentState.ARCHIVED:
+                archived.add(s.id)
+            else:
+                archived.discard(s.id)
+        return archived
+
+    def _supersedes(self, cid: str, version: int) -> bool:
+        """Whether a record of ``version`` replaces what the view holds for ``cid``; lifts
+        a fence it supersedes. Called with the lock held."""
+        fenced = self._fenced
+        if fenced and cid in fenced:
+            base = fenced[cid]
+            if base is not _NO_ROW and _version(base) >= version:
+                return False
+            del fenced[cid]
+            return True
+        cur = self.rows.get(cid)
+        return cur is None or _version(cur) < version
 
     def fenced(self) -> Collection[str]:
         """The campaigns fenced now (a copy)."""
