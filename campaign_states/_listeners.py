@@ -125,7 +125,10 @@ def settle(  # noqa: PLR0917
     if store.needs_commit_wait:
         wait = lease.commit_wait(committed)
         deadline = committed + wait if written else committed
-        for since in held_since.values():
+        # Recorded times compare only on a clock every writer shares (one host's
+        # CLOCK_BOOTTIME); across hosts, a retry waits the whole wait from its own commit.
+        shared = getattr(store, "clock_is_shared", False)
+        for since in held_since.values() if shared else ():
             # A retry of a recent archive waits what remains of it. The first caller
             # recorded `since` inside its transaction, before its commit; allowing that
             # commit up to `wait` to complete gives `since + 2 * wait`. Never beyond our
@@ -134,6 +137,8 @@ def settle(  # noqa: PLR0917
             # the change; a slower one could let a retry return before remote leases
             # taken just before that commit have lapsed.)
             deadline = max(deadline, min(since + 2 * wait, committed + wait))
+        if held_since and not shared:
+            deadline = committed + wait
         left = deadline - store.clock.now()
         if left > 0:
             store.clock.sleep(left)

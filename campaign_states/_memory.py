@@ -123,6 +123,7 @@ class MemoryStore:
     """
 
     needs_commit_wait = False
+    clock_is_shared = True
 
     def __init__(self, *, clock: Clock | None = None, lease: LeaseSettings | None = None) -> None:
         self.clock: Clock = clock or SystemClock()

@@ -33,7 +33,7 @@ from ._clock import Clock, SystemClock
 from ._lifecycle import State
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._rows import campaign_from_row, join_ids, segment_from_row
-from ._store import ChangeBatch, LeaseSettings
+from ._store import ChangeBatch, GateRowBatch, LeaseSettings
 from .exceptions import (
     CampaignStateError,
     CommitUnknownError,
@@ -109,6 +109,7 @@ _CAMPAIGN_COLS: Final = (
     "state_changed_at, created_at"
 )
 _SEGMENT_COLS: Final = "id, name, state, version, seq"
+_GATE_COLS: Final = "id, state, channels, segments, version, archive_cause"  # a `GateRow`
 _UPDATE_SET: Final = (
     "name = u.name, content = u.content, channels = u.channels, segments = u.segments, "
     "state = u.state, version = u.version, seq = u.seq, archive_cause = u.archive_cause, "
@@ -650,6 +651,8 @@ class PostgresStore:
     """
 
     needs_commit_wait = True
+    # Writers on several hosts: their clocks are not comparable (see settle()).
+    clock_is_shared = False
 
     def __init__(
         self,
@@ -1010,19 +1013,31 @@ class PostgresReader:
 
     def changes_since(self, seq: int) -> ChangeBatch:
         """Everything changed after ``seq``, in one REPEATABLE READ READ ONLY snapshot."""
+        now_seq, rows, segments, lease = self._read(seq, _CAMPAIGN_COLS)
+        campaigns = [campaign_from_row(r) for r in rows]
+        return ChangeBatch(seq=now_seq, campaigns=campaigns, segments=segments, lease=lease)
+
+    def gate_rows_since(self, seq: int) -> GateRowBatch:
+        """The same changes as plain `GateRow`s (`campaign_states.GateReader`): no records."""
+        now_seq, rows, segments, lease = self._read(seq, _GATE_COLS)
+        return GateRowBatch(seq=now_seq, rows=rows, segments=segments, lease=lease)
+
+    def _read(self, seq: int, cols: str) -> tuple[int, list[Any], list[Segment], LeaseSettings]:
+        # One snapshot: the sequence, the rows, the segments and the lease agree, so the
+        # batch brings the reader exactly up to the sequence it reports.
         with self._guard() as c, c.transaction():
             row = c.execute("SELECT seq FROM cs_counter").fetchone()
             if seq <= 0:
-                cur = c.execute(f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns")
+                cur = c.execute(f"SELECT {cols} FROM cs_campaigns")
             else:
                 # Changed campaigns, found through the change feed's seq index (campaigns
                 # carry none, so bulk updates stay in place).
                 cur = c.execute(
-                    f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE seq > %s AND id IN "
+                    f"SELECT {cols} FROM cs_campaigns WHERE seq > %s AND id IN "
                     "(SELECT unnest(campaign_ids) FROM cs_changes WHERE seq > %s)",
                     (seq, seq),
                 )
-            campaigns = [campaign_from_row(r) for r in cur]
+            rows = cur.fetchall()
             segments = [
                 segment_from_row(r)
                 for r in c.execute(
@@ -1031,7 +1046,7 @@ class PostgresReader:
             ]
             lease = _read_lease(c)
         assert row is not None
-        return ChangeBatch(seq=int(row[0]), campaigns=campaigns, segments=segments, lease=lease)
+        return int(row[0]), rows, segments, lease
 
     def wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s, returning early when something commits.

@@ -106,13 +106,17 @@ class Registry:
     ) -> LeaseSettings:
         """Change the store's lease settings; returns once no gate can hold an older lease.
 
-        Archivers use the longer of the old and new waits until the old leases have lapsed,
-        so shortening the lease is safe at every instant, not only after this returns.
+        Two writes: the new settings carry the old commit wait as ``previous_wait``, so
+        every archiver (on any host) waits at least as long as before while gates may still
+        hold old leases; after waiting those out, a second write clears it. Shortening the
+        lease is therefore safe at every instant, with no clock compared across hosts. If
+        this process dies in between, archives keep the longer wait until the next change:
+        conservative, never unsafe. Make one change at a time.
         """
         old = self.store.lease_settings()
+        old_wait = old.commit_wait()
         now = self.clock.now()
-        old_wait = old.commit_wait(now)
-        new = LeaseSettings(
+        pending = LeaseSettings(
             lease=lease,
             grace=grace,
             refresh=refresh,
@@ -120,10 +124,16 @@ class Registry:
             previous_wait=old_wait,
             previous_until=now + old_wait,
         )
-        self.store.set_lease_settings(new)
-        if self.store.needs_commit_wait:
-            self.clock.sleep(old_wait)
-        return new
+        self.store.set_lease_settings(pending)
+        if not self.store.needs_commit_wait:
+            return self._clear_previous(pending)
+        self.clock.sleep(old_wait)
+        return self._clear_previous(pending)
+
+    def _clear_previous(self, pending: LeaseSettings) -> LeaseSettings:
+        settled = attrs.evolve(pending, previous_wait=0.0, previous_until=0.0)
+        self.store.set_lease_settings(settled)
+        return settled
 
     def close(self) -> None:
         """Close the store."""
@@ -211,7 +221,6 @@ class Registry:
                         raise SegmentNotFoundError(segment_id)
                     verdict, new_state = decide_segment(seg.state, SegmentTrigger.ARCHIVE)
                     changed = verdict is Verdict.CHANGED
-                    lease = tx.lease_settings()
                     written: builtins.list[Campaign] = []
                     # Campaigns this segment's archive already silenced: a retry waits out
                     # what remains of the first call's commit wait.
@@ -247,6 +256,10 @@ class Registry:
                                 dest=State.ARCHIVED, actor=actor, cause=cause,
                                 archive_cause=segment_id, first_seq=first,
                             )  # fmt: skip
+                    # Read after the writes reserved sequence numbers: a concurrent lease
+                    # change (which bumps the sequence too) is then ordered before this
+                    # transaction, so this call waits at least what any gate may hold.
+                    lease = tx.lease_settings()
                     # Before the commit (see `_transition`).
                     fenced = [c.id for c in written]
                     if fenced:

@@ -340,6 +340,8 @@ class SQLiteStore:
     """
 
     needs_commit_wait = True
+    # One file, one host: every process reads the host's CLOCK_BOOTTIME.
+    clock_is_shared = True
 
     def __init__(
         self,

@@ -60,8 +60,11 @@ class LeaseSettings:
         grace: Time allowed between ``still_valid()`` and the bytes leaving.
         refresh: How often a gate polls the store. Must be below ``lease``.
         clock_margin: Relative clock-rate error allowed between hosts.
-        previous_wait: While a shortened lease is taking effect, the old commit wait.
-        previous_until: Store-clock time until which ``previous_wait`` still applies.
+        previous_wait: While changed settings are taking effect, the old commit wait:
+            archivers wait at least this long until `Registry.set_lease_settings` has
+            waited out the old leases and cleared it.
+        previous_until: When the old leases lapse, on the changing host's clock
+            (informational: other hosts' clocks are not comparable, so nothing decides on it).
     """
 
     lease: float = attrs.field(default=0.5, validator=_seconds(allow_zero=False))
@@ -80,12 +83,13 @@ class LeaseSettings:
         if self.clock_margin >= 1:
             raise InvalidSettingsError("clock_margin is a fraction; use e.g. 0.01.")
 
-    def commit_wait(self, now: float) -> float:
-        """How long an archive waits after its commit, at store-clock time ``now``."""
-        wait = (self.lease + self.grace) * (1 + self.clock_margin)
-        if now < self.previous_until:
-            wait = max(wait, self.previous_wait)
-        return wait
+    def commit_wait(self, now: float = 0.0) -> float:
+        """How long an archive waits after its commit.
+
+        ``now`` is accepted for compatibility and ignored: a pending ``previous_wait``
+        applies until it is cleared in the store, not until a time on some host's clock.
+        """
+        return max((self.lease + self.grace) * (1 + self.clock_margin), self.previous_wait)
 
 
 @attrs.frozen(kw_only=True)
@@ -257,11 +261,14 @@ class Store(Protocol):
     Attributes:
         clock: The clock commit times are measured on (shared by all users of the store).
         needs_commit_wait: False only for a store no other process can read (memory).
+        clock_is_shared: Whether every writer's ``clock`` is one clock (one host's
+            ``CLOCK_BOOTTIME``), so times recorded by one compare with another's now.
         url: The URL that reopens this store.
     """
 
     clock: Clock
     needs_commit_wait: bool
+    clock_is_shared: bool
     url: str
 
     def write(self) -> AbstractContextManager[WriteTx]:

@@ -835,6 +835,30 @@ class TestReader:
         finally:
             reader.close()
 
+    def test_gate_rows_match_records(self, open_pg: Callable[..., PostgresStore]) -> None:
+        """The rows path describes the same changes as the records path, same snapshot."""
+        store = open_pg()
+        reg = Registry(store)
+        reg.create_segment("s")
+        reg.create_campaign(campaign_id="a", name="a", channels=["sms", "push"], segments=["s"])
+        reg.create_campaign(campaign_id="b", name="b", channels=["email"])
+        reader = store.open_reader()
+        try:
+            base = reader.changes_since(0).seq
+            reg.archive_segment("s")
+            records = reader.changes_since(base)
+            rows = reader.gate_rows_since(base)
+            assert (records.seq, records.segments) == (rows.seq, rows.segments)
+            assert [
+                (c.id, c.state, c.channels, c.segments, c.version, c.archive_cause)
+                for c in records.campaigns
+            ] == [
+                (r[0], rows.state(r[1]), rows.channels(r[2]), rows.segment_ids(r[3]), r[4], r[5])
+                for r in rows.rows
+            ]
+        finally:
+            reader.close()
+
     def test_lease_settings_are_persisted_and_bump_the_token(
         self, open_pg: Callable[..., PostgresStore]
     ) -> None:
