@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, TypeAlias
 
 from ._lifecycle import SegmentState, State
-from ._records import Campaign, Channel, Segment, slot_setters
+from ._records import Campaign, Channel, Emission, HistoryEntry, Results, Segment, slot_setters
 
 # A campaign as a gate needs it: (id, state value, channels text, segments text, version,
 # archive_cause); the texts are `join_ids` of the channel values and of the segment ids.
@@ -116,3 +116,34 @@ def segment_from_row(row: Sequence[Any]) -> Segment:
     return Segment(
         id=row[0], name=row[1], state=_SEGMENT_STATES[row[2]], version=row[3], seq=row[4]
     )
+
+
+def history_from_rows(rows: Iterable[Sequence[Any]]) -> list[HistoryEntry]:
+    """History entries from trusted ``(campaign_id, trigger, from_state, to_state, actor,
+    cause, time, seq, version)`` rows, in the order given."""
+    return [
+        HistoryEntry(
+            campaign_id=r[0],
+            trigger=r[1],
+            from_state=State(r[2]) if r[2] else None,
+            to_state=State(r[3]),
+            actor=r[4],
+            cause=r[5],
+            time=r[6],
+            seq=r[7],
+            version=r[8],
+        )
+        for r in rows
+    ]
+
+
+def results_from_rows(campaign_id: str, rows: Iterable[Sequence[Any]]) -> Results:
+    """A campaign's `Results` from ``(channel, kind, count)`` rows."""
+    delivered: dict[Channel, int] = {}
+    shown = 0
+    for channel, kind, count in rows:
+        if kind == Emission.IN_APP_IMPRESSION.value:
+            shown += count
+        elif kind == Emission.MESSAGE.value:
+            delivered[Channel(channel)] = delivered.get(Channel(channel), 0) + count
+    return Results(campaign_id=campaign_id, delivered=delivered, impressions=shown)

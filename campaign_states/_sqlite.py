@@ -22,8 +22,15 @@ from typing import Any, TypeVar
 
 from ._clock import Clock, SystemClock
 from ._lifecycle import State
-from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
-from ._rows import GateRow, campaign_from_row, join_ids, segment_from_row
+from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
+from ._rows import (
+    GateRow,
+    campaign_from_row,
+    history_from_rows,
+    join_ids,
+    results_from_rows,
+    segment_from_row,
+)
 from ._sqlite_sql import (
     ALREADY,
     APPLICATION_ID,
@@ -472,20 +479,7 @@ class SQLiteStore:
                 "version FROM history WHERE campaign_id = ? ORDER BY id",
                 (campaign_id,),
             ).fetchall()
-        return [
-            HistoryEntry(
-                campaign_id=r[0],
-                trigger=r[1],
-                from_state=State(r[2]) if r[2] else None,
-                to_state=State(r[3]),
-                actor=r[4],
-                cause=r[5],
-                time=r[6],
-                seq=r[7],
-                version=r[8],
-            )
-            for r in rows
-        ]
+        return history_from_rows(rows)
 
     def results(self, campaign_id: str) -> Results:
         """A campaign's results."""
@@ -493,9 +487,7 @@ class SQLiteStore:
             rows = c.execute(
                 "SELECT channel, kind, count FROM results WHERE campaign_id = ?", (campaign_id,)
             ).fetchall()
-        delivered = {Channel(ch): n for ch, kind, n in rows if kind == Emission.MESSAGE.value}
-        shown = sum(n for _, kind, n in rows if kind == Emission.IN_APP_IMPRESSION.value)
-        return Results(campaign_id=campaign_id, delivered=delivered, impressions=shown)
+        return results_from_rows(campaign_id, rows)
 
     def add_results(self, deliveries: Iterable[Delivery]) -> None:
         """Add delivery counts in one transaction (synchronous=NORMAL: counters, not state)."""
