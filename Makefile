@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench diagrams clean venv
+.PHONY: demo test test-slow wheel-check lint bench diagrams clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,20 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
+## The built wheel, installed in a venv of its own, passes the core, gate and README tests
+## (the flat layout's trap: tests must import the install, not the checkout).
+WHEEL_VENV := .venv-wheel
+wheel-check: $(STAMP)
+	rm -rf dist $(WHEEL_VENV)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet "$$(ls dist/campaign_states-*.whl)[test]"
+	cd /tmp && $(abspath $(WHEEL_VENV))/bin/python -c "import campaign_states, delivery_gate, sys; \
+	  files = [campaign_states.__file__, delivery_gate.__file__]; \
+	  assert all('site-packages' in f for f in files), files; print('testing the wheel:', *files)"
+	$(WHEEL_VENV)/bin/pytest -q tests/test_exports.py tests/test_registry.py tests/test_gate.py \
+	  tests/test_diagrams.py tests/test_readme.py README.md -k "not postgres"
+
 ## ruff and mypy, as CI runs them.
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
@@ -40,4 +54,4 @@ diagrams: $(STAMP)
 	$(BIN)/campaign-states diagram --write
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build
+	rm -rf $(VENV) $(WHEEL_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build
