@@ -29,6 +29,8 @@ log = logging.getLogger("delivery_gate")
 _REOPEN_AFTER: Final = 3
 # Results are recorded at least this often (seconds), or at FLUSH_AT completed permits.
 _FLUSH_EVERY: Final = 1.0
+# How often a refresher waiting for a notification checks whether the gate is closing.
+_STOP_CHECK: Final = 0.1
 
 
 @attrs.frozen(kw_only=True)
@@ -174,13 +176,26 @@ class Refreshing:
                 wait = getattr(self._reader, "wait", None)
                 if callable(wait) and not self._failing:
                     # PostgreSQL's LISTEN/NOTIFY may wake us early; correctness never depends
-                    # on it (a lost notification just means waiting out the period).
-                    wait(period)
+                    # on it (a lost notification just means waiting out the period). Waited
+                    # in slices so that close() is not held up for a whole period.
+                    self._wait_for_notice(wait, period)
                 else:
                     self._stop.wait(period)
             except Exception:
                 log.exception("delivery gate: refresher error; retrying")
                 self._stop.wait(0.05)
+
+    def _wait_for_notice(self, wait: Callable[[float], object], period: float) -> None:
+        end = time.monotonic() + period
+        while not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            step = min(left, _STOP_CHECK)
+            started = time.monotonic()
+            wait(step)
+            if time.monotonic() - started < step * 0.9:
+                return  # woken early: a notification arrived
 
     def _flush_quietly(self) -> None:
         try:
