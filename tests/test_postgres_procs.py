@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from race.harness import _local_hold, _run_threads, _short_hold, now, order, plan
+from race.harness import _local_hold, _run_threads, _short_hold, now, order, plan, silence
 
 from campaign_states import LeaseSettings, Registry, open_registry
 from campaign_states._postgres import PostgresReader
@@ -84,14 +84,7 @@ def archiver_main(url: str, run: dict[str, Any], go: Any) -> None:
     for g in plan_:
         time.sleep(rnd.uniform(0.01, 0.06))  # let the emitters reach this group
         called = now()
-        if g.how == "one":
-            reg.archive(g.ids[0])
-            archived = list(g.ids)
-        elif g.how == "many":
-            archived = [cid for cid, o in reg.archive_many(g.ids).items() if o.campaign is not None]
-        else:
-            assert g.segment is not None
-            archived = list(reg.archive_segment(g.segment).campaign_ids)
+        archived = silence(reg, g)
         calls.append((g.how, archived, called, now()))
     done.set()
     for t in running:

@@ -106,12 +106,26 @@ def plan(seed: int, groups: int) -> list[Group]:
     out: list[Group] = []
     n = 0
     for g in range(groups):
-        how = rnd.choice(["one", "many", "many", "segment", "segment"])
-        size = 1 if how == "one" else rnd.randint(3, 8)
+        # Stops get the same promise as archives, through the same fence/drain/wait path.
+        how = rnd.choice(["one", "many", "many", "segment", "segment", "stop", "stop_many"])
+        size = 1 if how in ("one", "stop") else rnd.randint(3, 8)
         ids = tuple(f"c-{n + i:05d}" for i in range(size))
         n += size
         out.append(Group(how, ids, f"seg-{g:04d}" if how == "segment" else None))
     return out
+
+
+def silence(reg: Registry, g: Group) -> list[str]:
+    """Make the group's call (archive, bulk archive, segment archive, stop, bulk stop);
+    return the campaigns that no gate may admit once it has returned."""
+    if g.how in ("one", "stop"):
+        (reg.archive if g.how == "one" else reg.stop)(g.ids[0])
+        return list(g.ids)
+    if g.how in ("many", "stop_many"):
+        outcomes = (reg.archive_many if g.how == "many" else reg.stop_many)(g.ids)
+        return [cid for cid, o in outcomes.items() if o.campaign is not None]
+    assert g.segment is not None
+    return list(reg.archive_segment(g.segment).campaign_ids)
 
 
 def order(groups: list[Group]) -> list[str]:
@@ -298,14 +312,7 @@ def archiver_main(config_json: str, out: str, go: Any) -> None:
     for g in groups:
         time.sleep(rnd.uniform(0.01, 0.06))  # let the emitters reach this group
         called = now()
-        if g.how == "one":
-            reg.archive(g.ids[0])
-            archived = list(g.ids)
-        elif g.how == "many":
-            archived = [cid for cid, o in reg.archive_many(g.ids).items() if o.campaign is not None]
-        else:
-            assert g.segment is not None
-            archived = list(reg.archive_segment(g.segment).campaign_ids)
+        archived = silence(reg, g)
         calls.append((g.how, archived, called, now()))
     done.set()
     for t in threads:
