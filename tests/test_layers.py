@@ -1,0 +1,37 @@
+"""Who may import whom (DESIGN.md section 5), checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ["click", "rich", "psycopg", "psycopg_pool", "graphviz", "campaign_states.cli"]
+
+
+def _modules_after(statement: str) -> set[str]:
+    code = f"import sys, json\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(out))
+
+
+class TestImportPaths:
+    """The gate's import path stays light, and the core never imports the gate or the CLI."""
+
+    @pytest.mark.parametrize("module", ["delivery_gate", "campaign_states"])
+    def test_no_heavy_import(self, module):
+        loaded = _modules_after(f"import {module}")
+        assert [] == [m for m in HEAVY if m in loaded]
+
+    def test_core_does_not_import_the_gate(self):
+        loaded = _modules_after("import campaign_states, campaign_states.stores")
+        assert [] == sorted(m for m in loaded if m.split(".")[0] == "delivery_gate")
+
+    def test_the_check_catches_a_heavy_import(self):
+        """The probe itself can fail: building the CLI does pull in click."""
+        loaded = _modules_after("import campaign_states.cli; campaign_states.cli.app()")
+        assert "click" in loaded
