@@ -8,13 +8,10 @@ with the store on PostgreSQL instead of SQLite.
 from __future__ import annotations
 
 import json
-import random
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from race.harness import _local_hold, _run_threads, _short_hold, now, order, plan, silence
+from race.harness import _run_threads, _short_hold, order, plan, run_archiver
 
 from campaign_states import LeaseSettings, Registry, open_registry
 from campaign_states._postgres import PostgresReader
@@ -72,23 +69,6 @@ def archiver_main(url: str, run: dict[str, Any], go: Any) -> None:
     reg = open_registry(url, drain_timeout=10.0)
     if broken:
         reg.store.needs_commit_wait = False  # type: ignore[misc]
-    gate = DeliveryGate(reg)
-    plan_ = plan(seed, groups)
-    ids = order(plan_)
-    done = threading.Event()
-    seeds = [seed * 1000 + 900 + t for t in range(run["threads"])]
-    running, log = _run_threads(gate, ids, seeds, done.is_set, _local_hold)
-    go.wait()
-    rnd = random.Random(seed)
-    calls: list[tuple[Any, ...]] = []
-    for g in plan_:
-        time.sleep(rnd.uniform(0.01, 0.06))  # let the emitters reach this group
-        called = now()
-        archived = silence(reg, g)
-        calls.append((g.how, archived, called, now()))
-    done.set()
-    for t in running:
-        t.join()
-    gate.close()
-    reg.close()
-    Path(out).write_text(json.dumps({"calls": calls, "local": log}))
+    run_archiver(
+        reg, DeliveryGate(reg), seed=seed, groups=groups, threads=run["threads"], out=out, go=go
+    )

@@ -300,22 +300,36 @@ def archiver_main(config_json: str, out: str, go: Any) -> None:
     if config.variant is Variant.NO_COMMIT_WAIT:
         reg.store.needs_commit_wait = False  # type: ignore[misc]
     cls = NoDrainGate if config.variant is Variant.NO_DRAIN else DeliveryGate
-    gate = cls(reg)
-    groups = plan(config.seed, config.groups)
-    ids = order(groups)
+    run_archiver(
+        reg,
+        cls(reg),
+        seed=config.seed,
+        groups=config.groups,
+        threads=config.local_threads,
+        out=out,
+        go=go,
+    )
+
+
+def run_archiver(
+    reg: Registry, gate: DeliveryGate, *, seed: int, groups: int, threads: int, out: str, go: Any
+) -> None:
+    """One silencing call per planned group while ``threads`` local emitters run; the calls'
+    timestamps and the local log go to ``out`` as JSON. Closes the gate and the registry."""
+    planned = plan(seed, groups)
     done = threading.Event()
-    seeds = [config.seed * 1000 + 900 + t for t in range(config.local_threads)]
-    threads, log = _run_threads(gate, ids, seeds, done.is_set, _local_hold)
+    seeds = [seed * 1000 + 900 + t for t in range(threads)]
+    running, log = _run_threads(gate, order(planned), seeds, done.is_set, _local_hold)
     go.wait()
-    rnd = random.Random(config.seed)
+    rnd = random.Random(seed)
     calls: list[tuple[Any, ...]] = []
-    for g in groups:
+    for g in planned:
         time.sleep(rnd.uniform(0.01, 0.06))  # let the emitters reach this group
         called = now()
         archived = silence(reg, g)
         calls.append((g.how, archived, called, now()))
     done.set()
-    for t in threads:
+    for t in running:
         t.join()
     gate.close()
     reg.close()
