@@ -155,7 +155,7 @@ def main() -> None:
             commit()
 
         bare, ours = paired(two_commits, registry_pair(sq, cid), n=100)
-        wait = sq.lease_settings().commit_wait(0.0)
+        wait = sq.lease_settings().commit_wait()
         print(f"(b) bare durable SQLite commit:             {bare / 2 * 1e6:8.1f} us")
         print(f"    SQLite trigger (resume/stop), work:     {ours / 2 * 1e6:8.1f} us")
         print(f"    ratio: {ours / bare:.2f}x (target <= 1.5x)")

@@ -106,7 +106,7 @@ def bench_bulk() -> None:
         reg = Registry(PostgresStore(url, clock=FakeClock()))
         ids = _fill(reg, N_BULK)
         pg = _timed(lambda: reg.archive_many(ids))
-        wait = reg.store.lease_settings().commit_wait(0.0)
+        wait = reg.store.lease_settings().commit_wait()
         reg.create_segment("big")
         _fill(reg, N_BULK, "big")
         cascade = _timed(lambda: reg.archive_segment("big"))

@@ -123,7 +123,7 @@ def settle(  # noqa: PLR0917
         return
     stuck = listeners.drain(silenced, drain_timeout) if listeners else set()
     if store.needs_commit_wait:
-        wait = lease.commit_wait(committed)
+        wait = lease.commit_wait()
         deadline = committed + wait if written else committed
         # Recorded times compare only on a clock every writer shares (one host's
         # CLOCK_BOOTTIME); across hosts, a retry waits the whole wait from its own commit.

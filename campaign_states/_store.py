@@ -83,11 +83,11 @@ class LeaseSettings:
         if self.clock_margin >= 1:
             raise InvalidSettingsError("clock_margin is a fraction; use e.g. 0.01.")
 
-    def commit_wait(self, now: float = 0.0) -> float:
+    def commit_wait(self) -> float:
         """How long an archive waits after its commit.
 
-        ``now`` is accepted for compatibility and ignored: a pending ``previous_wait``
-        applies until it is cleared in the store, not until a time on some host's clock.
+        A pending ``previous_wait`` applies until it is cleared in the store, not until a
+        time on some host's clock (hosts' clocks are not comparable).
         """
         return max((self.lease + self.grace) * (1 + self.clock_margin), self.previous_wait)
 
