@@ -219,7 +219,6 @@ def _lease_json(s: LeaseSettings) -> Jsonb:
             "refresh": s.refresh,
             "clock_margin": s.clock_margin,
             "previous_wait": s.previous_wait,
-            "previous_until": s.previous_until,
         }
     )
 

@@ -115,23 +115,17 @@ class Registry:
         """
         old = self.store.lease_settings()
         old_wait = old.commit_wait()
-        now = self.clock.now()
         pending = LeaseSettings(
             lease=lease,
             grace=grace,
             refresh=refresh,
             clock_margin=clock_margin,
             previous_wait=old_wait,
-            previous_until=now + old_wait,
         )
         self.store.set_lease_settings(pending)
-        if not self.store.needs_commit_wait:
-            return self._clear_previous(pending)
-        self.clock.sleep(old_wait)
-        return self._clear_previous(pending)
-
-    def _clear_previous(self, pending: LeaseSettings) -> LeaseSettings:
-        settled = attrs.evolve(pending, previous_wait=0.0, previous_until=0.0)
+        if self.store.needs_commit_wait:
+            self.clock.sleep(old_wait)
+        settled = attrs.evolve(pending, previous_wait=0.0)
         self.store.set_lease_settings(settled)
         return settled
 

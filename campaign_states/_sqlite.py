@@ -615,5 +615,4 @@ def _lease_dict(s: LeaseSettings) -> dict[str, float]:
         "refresh": s.refresh,
         "clock_margin": s.clock_margin,
         "previous_wait": s.previous_wait,
-        "previous_until": s.previous_until,
     }

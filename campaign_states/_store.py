@@ -63,8 +63,6 @@ class LeaseSettings:
         previous_wait: While changed settings are taking effect, the old commit wait:
             archivers wait at least this long until `Registry.set_lease_settings` has
             waited out the old leases and cleared it.
-        previous_until: When the old leases lapse, on the changing host's clock
-            (informational: other hosts' clocks are not comparable, so nothing decides on it).
     """
 
     lease: float = attrs.field(default=0.5, validator=_seconds(allow_zero=False))
@@ -72,7 +70,6 @@ class LeaseSettings:
     refresh: float = attrs.field(default=0.05, validator=_seconds(allow_zero=False))
     clock_margin: float = attrs.field(default=0.01, validator=_seconds(allow_zero=True))
     previous_wait: float = attrs.field(default=0.0, validator=_seconds(allow_zero=True))
-    previous_until: float = attrs.field(default=0.0)
 
     def __attrs_post_init__(self) -> None:
         if self.refresh >= self.lease:

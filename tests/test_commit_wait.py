@@ -157,7 +157,5 @@ class TestLeaseChange:
     def test_a_pending_previous_wait_holds_past_its_recorded_time(self):
         from campaign_states import LeaseSettings
 
-        pending = LeaseSettings(
-            lease=0.2, grace=0.0, refresh=0.05, previous_wait=3.0, previous_until=-1e9
-        )
+        pending = LeaseSettings(lease=0.2, grace=0.0, refresh=0.05, previous_wait=3.0)
         assert 3.0 == pending.commit_wait()
