@@ -1,4 +1,8 @@
-"""Runs the README's Python examples as tests (Sybil), each document in a fresh directory."""
+"""Runs the README's and the docs' examples as tests (Sybil), each page in a fresh directory.
+
+Python blocks run as code; ``console`` blocks run their ``$ campaign-states`` lines and
+compare the output (see tests/console_transcripts.py).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import os
 import tempfile
 from typing import Any
 
+from console_transcripts import evaluate_console
 from sybil import Sybil
-from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
+from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
 
 
 def _enter_tmpdir(namespace: dict[str, Any]) -> None:
@@ -23,8 +28,12 @@ def _leave_tmpdir(namespace: dict[str, Any]) -> None:
 
 
 pytest_collect_file = Sybil(
-    parsers=[PythonCodeBlockParser(), SkipParser()],
-    patterns=["README.md"],
+    parsers=[
+        PythonCodeBlockParser(),
+        CodeBlockParser(language="console", evaluator=evaluate_console),
+        SkipParser(),
+    ],
+    patterns=["README.md", "docs/*.md"],
     setup=_enter_tmpdir,
     teardown=_leave_tmpdir,
 ).pytest()

@@ -279,7 +279,7 @@ class MemoryStore:
             )
 
     def gate_rows_since(self, seq: int) -> GateRowBatch:
-        """Everything changed after ``seq``, as `GateRow`s."""
+        """Everything changed after ``seq``, as `GateRow` tuples."""
         with self._lock:
             return GateRowBatch(
                 seq=self._seq,

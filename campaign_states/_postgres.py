@@ -1020,7 +1020,7 @@ class PostgresReader:
         return ChangeBatch(seq=now_seq, campaigns=campaigns, segments=segments, lease=lease)
 
     def gate_rows_since(self, seq: int) -> GateRowBatch:
-        """The same changes as plain `GateRow`s (`campaign_states.GateReader`): no records."""
+        """The same changes as plain `GateRow` tuples (`campaign_states.GateReader`): no records."""
         now_seq, rows, segments, lease = self._read(seq, _GATE_COLS)
         return GateRowBatch(seq=now_seq, rows=rows, segments=segments, lease=lease)
 

@@ -581,7 +581,7 @@ class SQLiteReader:
         return ChangeBatch(seq=now_seq, campaigns=campaigns, segments=segments, lease=lease)
 
     def gate_rows_since(self, seq: int) -> GateRowBatch:
-        """Everything changed after ``seq`` as `GateRow`s, in one read transaction."""
+        """Everything changed after ``seq`` as `GateRow` tuples, in one read transaction."""
         now_seq, rows, segments, lease = self._read(seq, CHANGED_GATE_ROWS, _gate_rows)
         return GateRowBatch(seq=now_seq, rows=rows, segments=segments, lease=lease)
 

@@ -240,7 +240,7 @@ class Reader(Protocol):
 
 @runtime_checkable
 class GateReader(Reader, Protocol):
-    """**Protocol (optional):** a `Reader` that also reads changes as plain `GateRow`s.
+    """**Protocol (optional):** a `Reader` that also reads changes as plain `GateRow` tuples.
 
     A gate uses it when its reader has it, else `Reader.changes_since`: both describe the
     same changes in the same snapshot, so the gate decides the same either way; this one
