@@ -98,6 +98,9 @@ class Lifecycle:
             already holds, so the trigger is an unchanged no-op there (unarchiving a running
             campaign: it is already not archived).
         guard_labels: Human-readable text for each condition name, for diagrams and errors.
+        sending: The states in which a record may deliver. The gate admits only these, and
+            a trigger that leads from one of them to a state outside them is *silencing*:
+            the registry fences, drains and waits for it (`silencing_triggers`).
     """
 
     name: str
@@ -106,6 +109,15 @@ class Lifecycle:
     transitions: tuple[Mapping[str, Any], ...]
     also_holds: Mapping[enum.Enum, frozenset[enum.Enum]] = attrs.field(factory=dict)
     guard_labels: Mapping[str, str] = attrs.field(factory=dict)
+    sending: frozenset[enum.Enum] = frozenset()
+
+    def silencing_triggers(self) -> frozenset[enum.Enum]:
+        """The triggers after which nothing may be admitted: from a sending state, to not."""
+        return frozenset(
+            t["trigger"]
+            for t in self.transitions
+            if t["dest"] not in self.sending and any(s in self.sending for s in _sources(t))
+        )
 
     def triggers(self) -> tuple[enum.Enum, ...]:
         """Every trigger, in declaration order, once."""
@@ -160,6 +172,9 @@ CAMPAIGN_LIFECYCLE: Final = Lifecycle(
     ),
     also_holds={Trigger.UNARCHIVE: frozenset({State.ACTIVE_RUNNING})},
     guard_labels={NO_SEGMENT_ARCHIVED: "no targeted segment archived"},
+    # Only a running campaign delivers: the gate's RUNNING, the registry's silencing
+    # triggers (stop, archive) and the diagrams' notes all derive from this.
+    sending=frozenset({State.ACTIVE_RUNNING}),
 )
 
 SEGMENT_LIFECYCLE: Final = Lifecycle(
@@ -197,6 +212,8 @@ def _validate(lifecycle: Lifecycle) -> None:
     states = set(lifecycle.states)
     if lifecycle.initial not in states:
         raise ValueError(f"{lifecycle.name}: initial state {lifecycle.initial} is not declared")
+    if not lifecycle.sending <= states:
+        raise ValueError(f"{lifecycle.name}: sending states {lifecycle.sending} are not declared")
     dests: dict[enum.Enum, enum.Enum] = {}
     reachable = {lifecycle.initial}
     for t in lifecycle.transitions:

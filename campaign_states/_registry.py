@@ -13,6 +13,7 @@ import attrs
 
 from ._clock import Clock
 from ._lifecycle import (
+    CAMPAIGN_LIFECYCLE,
     SegmentState,
     SegmentTrigger,
     State,
@@ -47,7 +48,7 @@ from .exceptions import (
 __all__ = ["Registry"]
 
 # Triggers after which nothing may be admitted: they fence, drain and wait.
-_SILENCING = frozenset({Trigger.ARCHIVE, Trigger.STOP})
+_SILENCING = CAMPAIGN_LIFECYCLE.silencing_triggers()
 _CAS_ATTEMPTS = 5
 
 

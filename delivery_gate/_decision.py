@@ -15,7 +15,7 @@ from typing import Final, Protocol
 
 import attrs
 
-from campaign_states import Channel, Emission, State
+from campaign_states import CAMPAIGN_LIFECYCLE, Channel, Emission, State
 
 __all__ = [
     "CHANNEL_INDEX",
@@ -29,6 +29,9 @@ __all__ = [
     "deny_row",
     "row_for",
 ]
+
+# The states that may deliver, from the lifecycle declaration (never restated here).
+SENDING: Final = CAMPAIGN_LIFECYCLE.sending
 
 
 class Reason(enum.Enum):
@@ -139,7 +142,7 @@ def row_for(campaign: CampaignFields, archived_segments: Collection[str]) -> Row
     archived is denied too, although the registry never lets that happen (defence in depth).
     """
     state = campaign.state
-    if state is State.ACTIVE_RUNNING:
+    if state in SENDING:
         if archived_segments and not campaign.segments.isdisjoint(archived_segments):
             reason = Reason.SEGMENT_ARCHIVED
         else:

@@ -15,9 +15,12 @@ import attrs
 
 from campaign_states import Campaign, Channel, GateRowBatch, Segment, SegmentState, State
 
-from ._decision import Reason, Row, deny_row, row_for
+from ._decision import SENDING, Reason, Row, deny_row, row_for
 
 __all__ = ["FENCED_ROW", "Snapshot"]
+
+# Stored state texts of the sending states (rows carry the value, not the member).
+SENDING_VALUES = frozenset(s.value for s in SENDING)
 
 # While a registry in this process is archiving or stopping a campaign, between its fence
 # (before the commit) and its apply (after): the view is being replaced, so it is stale.
@@ -107,9 +110,7 @@ class Snapshot:
                         continue
                 state = c.state
                 blocked = (
-                    bool(archived)
-                    and state is State.ACTIVE_RUNNING
-                    and not c.segments.isdisjoint(archived)
+                    bool(archived) and state in SENDING and not c.segments.isdisjoint(archived)
                 )
                 key = (id(state), bool(c.archive_cause), blocked, c.channels, version)
                 row = memo.get(key)
@@ -134,7 +135,7 @@ class Snapshot:
             archived = self._note_segments(batch.segments)
             rows, fenced = self.rows, self._fenced
             ids_of = batch.segment_ids
-            running = State.ACTIVE_RUNNING.value
+            sending = SENDING_VALUES
             memo: dict[tuple[object, ...], Row] = {}
             for cid, state, channels, segments, version, cause in batch.rows:
                 # `_supersedes` inlined for the common case: no fence, no row (a first load)
@@ -148,7 +149,7 @@ class Snapshot:
                         continue
                 blocked = (
                     bool(archived)
-                    and state == running
+                    and state in sending
                     and not ids_of(segments).isdisjoint(archived)
                 )
                 key = (state, bool(cause), blocked, channels, version)

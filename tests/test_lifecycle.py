@@ -146,6 +146,34 @@ class TestValidation:
         _validate(SEGMENT_LIFECYCLE)
 
 
+class TestSending:
+    """Which states may deliver is a property of the declaration; the rest derives from it."""
+
+    def test_the_campaign_declaration(self):
+        assert frozenset({State.ACTIVE_RUNNING}) == CAMPAIGN_LIFECYCLE.sending
+        assert frozenset({Trigger.ARCHIVE, Trigger.STOP}) == (
+            CAMPAIGN_LIFECYCLE.silencing_triggers()
+        )
+
+    def test_registry_and_gate_read_it(self):
+        from campaign_states import _registry
+        from delivery_gate import _decision
+
+        assert CAMPAIGN_LIFECYCLE.silencing_triggers() == _registry._SILENCING
+        assert _decision.SENDING is CAMPAIGN_LIFECYCLE.sending
+
+    def test_derived_from_the_declaration_not_restated(self):
+        # Were stopped campaigns the sending ones, the same table would make resume and archive
+        # the silencing triggers: the registry reads the declaration, not a list of its own.
+        other = attrs.evolve(CAMPAIGN_LIFECYCLE, sending=frozenset({State.ACTIVE_STOPPED}))
+        assert frozenset({Trigger.RESUME, Trigger.ARCHIVE}) == other.silencing_triggers()
+
+    def test_an_undeclared_sending_state_is_refused(self):
+        bad = attrs.evolve(CAMPAIGN_LIFECYCLE, name="test", sending=frozenset({Seg.ACTIVE}))
+        with pytest.raises(ValueError, match="test: sending states"):
+            _validate(bad)
+
+
 class TestEnums:
     """States and triggers hash by identity (fast), and stay equal across pickling."""
 
