@@ -25,17 +25,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from campaign_states import (
-    Campaign,
-    ChangeBatch,
-    Channel,
-    GateReader,
-    Reader,
-    Registry,
-    State,
-    open_registry,
-)
-from campaign_states.stores import SQLiteStore
+from campaign_states import Campaign, Channel, Registry, State, open_registry
+from campaign_states.stores import ChangeBatch, GateReader, Reader, SQLiteStore
 from delivery_gate import DeliveryGate
 
 QUICK = os.environ.get("BENCH_GATE_QUICK") == "1"

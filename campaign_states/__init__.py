@@ -20,38 +20,23 @@ from ._open import open_registry, open_store
 from ._outcomes import BulkResult, ItemOutcome, Outcome, SegmentChange, TransitionResult
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._registry import Registry
-from ._store import (
-    ChangeBatch,
-    GateReader,
-    GateRow,
-    GateRowBatch,
-    LeaseSettings,
-    Reader,
-    SetWriteTx,
-    Store,
-    WriteTx,
-)
+from ._store import LeaseSettings
 
 __all__ = [
     "BulkResult",
     "CAMPAIGN_LIFECYCLE",
     "Campaign",
-    "ChangeBatch",
     "ChangeListener",
     "Channel",
     "Clock",
     "Delivery",
     "Emission",
     "FakeClock",
-    "GateReader",
-    "GateRow",
-    "GateRowBatch",
     "HistoryEntry",
     "ItemOutcome",
     "LeaseSettings",
     "Lifecycle",
     "Outcome",
-    "Reader",
     "Registry",
     "Results",
     "SEGMENT_LIFECYCLE",
@@ -59,13 +44,42 @@ __all__ = [
     "SegmentChange",
     "SegmentState",
     "SegmentTrigger",
-    "SetWriteTx",
     "State",
-    "Store",
     "SystemClock",
     "TransitionResult",
     "Trigger",
-    "WriteTx",
     "open_registry",
     "open_store",
 ]
+
+
+# The store protocols and row types live in `campaign_states.stores` (for backend authors,
+# not for every user). The old top-level names keep working, with a warning, for a while.
+_MOVED_TO_STORES = frozenset(
+    {
+        "ChangeBatch",
+        "GateReader",
+        "GateRow",
+        "GateRowBatch",
+        "Reader",
+        "SetWriteTx",
+        "Store",
+        "WriteTx",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED_TO_STORES:
+        import warnings
+
+        from . import stores
+
+        warnings.warn(
+            f"campaign_states.{name} moved to campaign_states.stores.{name}; import it from "
+            "there (the old name will be removed in a later release).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(stores, name)
+    raise AttributeError(f"module 'campaign_states' has no attribute {name!r}")

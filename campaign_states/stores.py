@@ -1,4 +1,9 @@
-"""The store backends. `PostgresStore` needs the ``postgres`` extra and loads lazily."""
+"""The store backends, and the protocols a backend implements.
+
+`MemoryStore`, `SQLiteStore` and `PostgresStore` (which needs the ``postgres`` extra and loads
+lazily) are the backends; `Store`, `WriteTx`, `Reader` and the row types are what a new
+backend implements and what a gate reads.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,33 @@ from typing import TYPE_CHECKING, Any
 
 from ._memory import MemoryStore
 from ._sqlite import SQLiteStore
+from ._store import (
+    ChangeBatch,
+    GateReader,
+    GateRow,
+    GateRowBatch,
+    Reader,
+    SetWriteTx,
+    Store,
+    WriteTx,
+)
 
 if TYPE_CHECKING:
     from ._postgres import PostgresStore
 
-__all__ = ["MemoryStore", "PostgresStore", "SQLiteStore"]
+__all__ = [
+    "ChangeBatch",
+    "GateReader",
+    "GateRow",
+    "GateRowBatch",
+    "MemoryStore",
+    "PostgresStore",
+    "Reader",
+    "SQLiteStore",
+    "SetWriteTx",
+    "Store",
+    "WriteTx",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,13 +17,12 @@ from typing import Any, Final, TypeGuard
 
 from campaign_states import (
     Emission,
-    GateRowBatch,
     LeaseSettings,
-    Reader,
     Registry,
     SystemClock,
     open_registry,
 )
+from campaign_states.stores import GateRowBatch, Reader
 
 from ._decision import Decision, Reason, channel_index, decision
 from ._filter import split_function

@@ -15,7 +15,8 @@ from typing import Final
 
 import attrs
 
-from campaign_states import ChangeBatch, GateRowBatch, LeaseSettings, Reader, Registry
+from campaign_states import LeaseSettings, Registry
+from campaign_states.stores import ChangeBatch, GateRowBatch, Reader
 
 from ._decision import Row
 from ._results import FLUSH_AT, ResultsBuffer

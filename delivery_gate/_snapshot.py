@@ -13,7 +13,8 @@ from collections.abc import Collection, Iterable
 
 import attrs
 
-from campaign_states import Campaign, Channel, GateRowBatch, Segment, SegmentState, State
+from campaign_states import Campaign, Channel, Segment, SegmentState, State
+from campaign_states.stores import GateRowBatch
 
 from ._decision import SENDING, Reason, Row, deny_row, row_for
 

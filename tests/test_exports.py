@@ -80,3 +80,36 @@ class TestExports:
             "archive_segment", "unarchive_segment", "history", "results", "list",
         ):  # fmt: skip
             assert callable(getattr(campaign_states.Registry, method))
+
+
+class TestMovedToStores:
+    """The store protocols moved to campaign_states.stores; the old names still work, warned."""
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "ChangeBatch",
+            "GateReader",
+            "GateRow",
+            "GateRowBatch",
+            "Reader",
+            "SetWriteTx",
+            "Store",
+            "WriteTx",
+        ],
+    )
+    def test_old_name_warns_and_is_the_same_object(self, name):
+        import campaign_states
+        import campaign_states.stores
+
+        assert name not in campaign_states.__all__
+        assert name in campaign_states.stores.__all__
+        with pytest.warns(DeprecationWarning, match=f"campaign_states.stores.{name}"):
+            old = getattr(campaign_states, name)
+        assert getattr(campaign_states.stores, name) is old
+
+    def test_an_unknown_name_is_still_an_attribute_error(self):
+        import campaign_states
+
+        with pytest.raises(AttributeError, match="no_such_name"):
+            campaign_states.no_such_name  # noqa: B018

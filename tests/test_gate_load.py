@@ -24,21 +24,17 @@ from race.faults import make_registry
 
 from campaign_states import (
     Campaign,
-    ChangeBatch,
     Channel,
     Emission,
     FakeClock,
-    GateReader,
-    GateRowBatch,
     LeaseSettings,
-    Reader,
     Registry,
     Segment,
     SegmentState,
     State,
 )
 from campaign_states.exceptions import CampaignStateError
-from campaign_states.stores import MemoryStore
+from campaign_states.stores import ChangeBatch, GateReader, GateRowBatch, MemoryStore, Reader
 from delivery_gate import DeliveryGate
 from delivery_gate._snapshot import Snapshot
 

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from campaign_states import ChangeBatch, FakeClock, LeaseSettings, Reader, Registry
+from campaign_states import FakeClock, LeaseSettings, Registry
 from campaign_states.exceptions import StoreUnavailableError
-from campaign_states.stores import MemoryStore, SQLiteStore
+from campaign_states.stores import ChangeBatch, MemoryStore, Reader, SQLiteStore
 
 
 def make_registry(

@@ -30,8 +30,8 @@ from typing import Any
 
 import attrs
 
-from campaign_states import ChangeBatch, LeaseSettings, Reader, Registry, open_registry
-from campaign_states.stores import SQLiteStore
+from campaign_states import LeaseSettings, Registry, open_registry
+from campaign_states.stores import ChangeBatch, Reader, SQLiteStore
 from delivery_gate import DeliveryGate, Reason
 
 _BOOTTIME = time.CLOCK_BOOTTIME
