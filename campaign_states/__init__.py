@@ -5,6 +5,7 @@ Archived or stopped campaigns can never deliver: pair this package with `deliver
 
 from __future__ import annotations
 
+from ._async import AsyncRegistry, open_async_registry
 from ._clock import Clock, FakeClock, SystemClock
 from ._lifecycle import (
     CAMPAIGN_LIFECYCLE,
@@ -33,6 +34,7 @@ from ._store import (
 )
 
 __all__ = [
+    "AsyncRegistry",
     "BulkResult",
     "CAMPAIGN_LIFECYCLE",
     "Campaign",
@@ -66,6 +68,7 @@ __all__ = [
     "TransitionResult",
     "Trigger",
     "WriteTx",
+    "open_async_registry",
     "open_registry",
     "open_store",
 ]
