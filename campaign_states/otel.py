@@ -39,7 +39,7 @@ from ._registry import Registry
 
 __all__ = ["WaitProbe", "instrument_registry"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 LEASE: Final = "lease"
 ACKNOWLEDGED: Final = "acknowledged"
@@ -209,11 +209,11 @@ class _Tools:
 
     def wrap(
         self,
-        method: F,
+        method: _F,
         span_name: str,
         waits: bool,
         attrs_of: Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]],
-    ) -> F:
+    ) -> _F:
         tracer, probe = self.tracer, self.probe
 
         @functools.wraps(method)

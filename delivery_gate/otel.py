@@ -46,7 +46,7 @@ _CHANNEL = "campaign_states.channel"
 _EMISSION = "campaign_states.emission"
 
 
-def sdk_installed() -> bool:
+def _sdk_installed() -> bool:
     """Whether an OpenTelemetry SDK is importable (without it, metrics go nowhere)."""
     return importlib.util.find_spec("opentelemetry.sdk") is not None
 
@@ -149,7 +149,7 @@ def instrument_gate(
     """
     if not isinstance(gate, DeliveryGate):
         raise TypeError(f"instrument_gate needs a DeliveryGate, not {type(gate).__name__}.")
-    if meter_provider is None and not sdk_installed():
+    if meter_provider is None and not _sdk_installed():
         return gate
     with _providers_lock:
         if getattr(gate, "_otel_tally", None) is not None:

@@ -100,6 +100,7 @@ class TestSync:
 
     def test_a_failing_body_is_not_counted(self, setup):
         reg, gate = setup
+
         def consume():
             for _record, _permit in gated(gate, [("c-run", "email")]):
                 raise RuntimeError("send failed")

@@ -8,7 +8,11 @@ import sys
 
 import pytest
 
-HEAVY = ["click", "rich", "psycopg", "psycopg_pool", "graphviz", "campaign_states.cli"]
+HEAVY = [
+    "click", "rich", "psycopg", "psycopg_pool", "graphviz", "campaign_states.cli",
+    # The ecosystem extras: imported only by the modules that need them.
+    "opentelemetry", "celery", "kombu", "redis",
+]  # fmt: skip
 
 
 def _modules_after(statement: str) -> set[str]:
@@ -22,7 +26,9 @@ def _modules_after(statement: str) -> set[str]:
 class TestImportPaths:
     """The gate's import path stays light, and the core never imports the gate or the CLI."""
 
-    @pytest.mark.parametrize("module", ["delivery_gate", "campaign_states"])
+    @pytest.mark.parametrize(
+        "module", ["delivery_gate", "campaign_states", "delivery_gate.integrations"]
+    )
     def test_no_heavy_import(self, module):
         loaded = _modules_after(f"import {module}")
         assert [] == [m for m in HEAVY if m in loaded]
@@ -30,6 +36,12 @@ class TestImportPaths:
     def test_core_does_not_import_the_gate(self):
         loaded = _modules_after("import campaign_states, campaign_states.stores")
         assert [] == sorted(m for m in loaded if m.split(".")[0] == "delivery_gate")
+
+    def test_otel_modules_import_the_api_only(self):
+        """Instrumenting needs the OpenTelemetry API, never the SDK or Celery."""
+        loaded = _modules_after("import delivery_gate.otel, campaign_states.otel")
+        assert "opentelemetry.metrics" in loaded
+        assert [] == sorted(m for m in loaded if m.startswith(("opentelemetry.sdk", "celery")))
 
     def test_the_check_catches_a_heavy_import(self):
         """The probe itself can fail: building the CLI does pull in click."""

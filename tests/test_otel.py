@@ -187,7 +187,7 @@ class TestGateDecisions:
     def test_no_sdk_installs_nothing(self, campaigns, monkeypatch):
         """Without an SDK (and no provider given) the gate keeps its own check: zero cost."""
         reg, ids = campaigns
-        monkeypatch.setattr(gate_otel, "sdk_installed", lambda: False)
+        monkeypatch.setattr(gate_otel, "_sdk_installed", lambda: False)
         gate = instrument_gate(DeliveryGate(reg, background_refresh=False))
         assert "check" not in vars(gate)
         assert gate.check(ids[0], "email").admitted
