@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._clock import Clock, SystemClock
+from ._fork import abandon, reopen_after_fork
 from ._lifecycle import State
 from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
@@ -61,6 +63,8 @@ from .exceptions import (
 )
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("campaign_states")
 
 _T = TypeVar("_T")
 
@@ -382,6 +386,20 @@ class SQLiteStore:
             if isinstance(e, sqlite3.Error):
                 raise translate(e, self.path) from e
             raise
+        reopen_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        # SQLite forbids using a connection across fork(): the child gets its own. The lock
+        # may have been held by a parent thread that does not exist here.
+        abandon(self._conn)
+        self._lock = threading.RLock()
+        try:
+            self._conn = connect(self.path, readonly=self.readonly, busy_timeout=self.busy_timeout)
+        except sqlite3.Error:
+            log.exception("campaign_states: reopening %s after fork failed", self.path)
+            # A closed connection: every later use raises (translated to a StoreError).
+            self._conn = sqlite3.connect(":memory:")
+            self._conn.close()
 
     def _open(self, lease: LeaseSettings | None) -> None:
         c = self._conn
