@@ -150,7 +150,7 @@ async def archive_while_a_permit_is_held(areg):
     finally:
         await sender
     denied = gate.check(c.id, "email")
-    gate.close()
+    await gate.aclose()
     return result, denied
 
 
@@ -207,7 +207,7 @@ class TestGateOnAsyncRegistry:
                     return gate.check(cid, "push").reason
 
                 reasons = await asyncio.gather(*(archive(cid) for cid in ids))
-                gate.close()
+                await gate.aclose()
                 return reasons
 
         assert [Reason.ARCHIVED] * 20 == asyncio.run(main())

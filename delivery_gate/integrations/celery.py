@@ -53,23 +53,21 @@ _UNAVAILABLE: Final = decision(False, Reason.STORE_UNAVAILABLE)
 
 _lock = threading.Lock()
 _gates: dict[str, DeliveryGate] = {}
-_owner = [os.getpid()]  # the process that owns `_gates` (a list: mutated, never rebound)
 _denials: Counter[Reason] = Counter()
 
 
-def _process_gates() -> dict[str, DeliveryGate]:
-    """This process's gates (by store URL), forgetting any inherited through a fork.
+def _after_fork_in_child() -> None:
+    # A prefork child: a parent thread may have held the lock at the fork, and the counts
+    # are the parent's. Gates are normally opened in the child (on first use, after the
+    # fork); one the parent opened restarts itself there (delivery_gate's own fork hook:
+    # fresh connections and refresher, denying until its first read in the child).
+    global _lock  # noqa: PLW0603 (a fresh lock for the child, as CPython does its own)
+    _lock = threading.Lock()
+    _denials.clear()
 
-    Called with ``_lock`` held. A prefork child inherits the parent's memory but not its
-    threads: a gate opened before the fork has no refresher there (it would lapse and
-    deny) and shares the parent's store connections. So the child drops those references
-    without closing them (closing would act on the parent's connections) and opens its own.
-    """
-    if os.getpid() != _owner[0]:
-        _owner[0] = os.getpid()
-        _gates.clear()
-        _denials.clear()
-    return _gates
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def denials() -> Counter[Reason]:
@@ -81,7 +79,7 @@ def denials() -> Counter[Reason]:
 def close_gates(**_: object) -> None:
     """Close this process's gates: records their last deliveries (on worker shutdown)."""
     with _lock:
-        gates = list(_process_gates().values())
+        gates = list(_gates.values())
         _gates.clear()
     for gate in gates:
         try:
@@ -151,11 +149,10 @@ class GatedTask(celery.Task):  # type: ignore[misc]
         """This worker process's gate for the task's store (opened on first use)."""
         url = self.store_url()
         with _lock:
-            gates = _process_gates()
-            gate = gates.get(url)
-            if gate is None:
+            gate = _gates.get(url)
+            if gate is None or gate._closed:
                 # Opened under the lock: two threads of a threads pool open one gate.
-                gate = gates[url] = self.open_gate(url)
+                gate = _gates[url] = self.open_gate(url)
             return gate
 
     @property
@@ -206,7 +203,6 @@ class GatedTask(celery.Task):  # type: ignore[misc]
     def _deny(self, decision: Decision, campaign_id: object, channel: object) -> None:
         reason = decision.reason
         with _lock:
-            _process_gates()
             _denials[reason] += 1
         self.on_denied(decision, campaign_id, channel)
         log.info("task %s denied: %s", self.name, reason.value)
