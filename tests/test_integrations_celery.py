@@ -71,6 +71,29 @@ class TestEager:
         assert [(True, True, 1)] * 2 == seen
         assert send.permit is None  # outside a body
 
+    def test_an_archive_here_waits_for_the_running_body(self, app, store):
+        """The body holds the permit: an archive in this process waits for it to end."""
+        import threading
+
+        reg, run, _gone = store
+        seen = []
+        threads = []
+
+        @app.task(base=GatedTask, bind=True)
+        def send(self, campaign_id, channel):
+            archiver = threading.Thread(target=self.gate.registry.archive, args=(campaign_id,))
+            threads.append(archiver)
+            archiver.start()
+            archiver.join(0.3)
+            seen.append(archiver.is_alive())
+
+        send.apply((run, "email")).get()
+        (archiver,) = threads
+        archiver.join(30)
+        assert [True] == seen  # still waiting while the body ran
+        assert not archiver.is_alive()
+        assert "archived" == reg.get(run).state.value
+
     def test_denied_body_skipped_state_stored(self, app, store):
         _reg, _run, gone = store
         ran = []
@@ -154,6 +177,28 @@ class TestEager:
             return id(self.gate)
 
         assert a.apply((run, "email")).get() == b.apply((run, "email")).get()
+
+    def test_the_check_catches_a_gate_per_call(self, app, store):
+        """Deliberately broken: a task opening a gate per call fails the same comparison."""
+        _reg, run, _gone = store
+
+        class PerCall(GatedTask):
+            abstract = True
+
+            @property
+            def gate(self):
+                g = self.open_gate(self.store_url())
+                self._opened = [*getattr(self, "_opened", []), g]
+                return g
+
+        @app.task(base=PerCall, bind=True)
+        def a(self, campaign_id, channel):
+            return id(self.gate)
+
+        first, second = a.apply((run, "email")).get(), a.apply((run, "email")).get()
+        assert first != second
+        for g in a._opened:
+            g.close()
 
 
 # -- a real worker ------------------------------------------------------------------------

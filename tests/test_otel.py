@@ -161,6 +161,36 @@ class TestGateDecisions:
         assert decision_key("channel_not_enabled", "sms") not in got
         gate.close()
 
+    def test_instrumented_decisions_equal_the_plain_gate(self, campaigns, reader):
+        """The counting check copies the gate's hot path: on every kind of input it must
+        decide exactly as an uninstrumented gate on the same registry."""
+        reg, ids = campaigns
+        _r, provider = reader
+        plain = DeliveryGate(reg, background_refresh=False)
+        counted = instrument_gate(
+            DeliveryGate(reg, background_refresh=False), meter_provider=provider
+        )
+        reg.archive(ids[1])
+
+        class Sub(str):
+            pass
+
+        cids = [*ids, "nope", Sub(ids[0]), "", " c-0", None, 42, ["unhashable"], "c-\x00"]
+        channels = [*Channel, *(c.value for c in Channel), Sub("email"), "fax", None, {}]
+        kinds = [*Emission, *(e.value for e in Emission), "other", None]
+        for cid in cids:
+            for ch in channels:
+                for kind in kinds:
+                    assert plain.check(cid, ch, kind) == counted.check(cid, ch, kind), (
+                        cid, ch, kind,
+                    )  # fmt: skip
+                with plain.permit(cid, "email") as p, counted.permit(cid, "email") as q:
+                    assert p.decision == q.decision
+        batch = [(cid, ch) for cid in cids[:5] for ch in channels[:6]]
+        assert plain.filter(batch) == counted.filter(batch)
+        plain.close()
+        counted.close()
+
     def test_the_decision_observer_still_runs(self, campaigns, reader):
         reg, ids = campaigns
         _r, provider = reader
