@@ -14,7 +14,9 @@ collects every minute costs the deciding threads nothing between collections.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -67,8 +69,26 @@ class _Reading:
         return n
 
 
+_tallies: weakref.WeakSet[Tally] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A parent thread (a metric reader collecting) may have held a lock at the fork.
+    for t in list(_tallies):
+        t._slow_lock = threading.Lock()
+        t._read_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Tally:
-    """A gate's decision counts by (reason, channel, emission) labels."""
+    """A gate's decision counts by (reason, channel, emission) labels.
+
+    After a fork the child's counts start from the parent's (the counters are copied), as a
+    forked process's cumulative metrics do; its locks are fresh.
+    """
 
     def __init__(self) -> None:
         # One counter per channel *key* (member and value): the hot path indexes by the
@@ -82,6 +102,7 @@ class Tally:
         self._slow: dict[Labels, _Reading] = {}
         self._slow_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        _tallies.add(self)
 
     def count(self, d: Decision, channel: object, kind: object) -> None:
         """Count one decision from the slow path (any reason, any kind)."""

@@ -23,6 +23,7 @@ deciding threads never call into the SDK.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 import time
 import weakref
@@ -114,6 +115,18 @@ class _GateMetrics:
 
 _providers_lock = threading.Lock()
 _providers: dict[int, tuple[metrics.MeterProvider, _GateMetrics]] = {}
+
+
+def _after_fork_in_child() -> None:
+    # A parent thread may have held these locks at the fork (a collection in progress).
+    global _providers_lock  # noqa: PLW0603 (a fresh lock for the child)
+    _providers_lock = threading.Lock()
+    for _, exported in _providers.values():
+        exported._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _metrics_for(provider: metrics.MeterProvider) -> _GateMetrics:

@@ -183,8 +183,6 @@ class TestEager:
         _reg, run, _gone = store
 
         class PerCall(GatedTask):
-            abstract = True
-
             @property
             def gate(self):
                 g = self.open_gate(self.store_url())

@@ -400,3 +400,43 @@ class TestRegistrySpans:
         c = reg.create_campaign(name="c", channels={"email"})
         reg.resume(c.id)
         assert ["resume campaign"] == [s.name for s in exporter.get_finished_spans()]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork (POSIX)")
+class TestFork:
+    """A gate instrumented before a fork counts and is collected in the child, even when a
+    parent thread held the metric locks at the fork (a collection in progress)."""
+
+    def test_child_counts_with_locks_held_at_fork(self, reader, tmp_path):
+        from test_fork import _in_child
+
+        r, provider = reader
+        reg = open_registry(f"sqlite:///{tmp_path / 'f.db'}")
+        c = reg.create_campaign(name="c", channels={"email"})
+        reg.resume(c.id)
+        gate = instrument_gate(DeliveryGate(reg), meter_provider=provider)
+        gate.check(c.id, "email")
+        tally = gate._otel_tally
+        exported = gate_otel._metrics_for(provider)
+        held = [tally._read_lock, tally._slow_lock, exported._lock]
+        for lock in held:
+            lock.acquire()
+        try:
+
+            def work():
+                import time as _time
+
+                end = _time.monotonic() + 10
+                while not gate.check(c.id, "email").admitted and _time.monotonic() < end:
+                    _time.sleep(0.005)  # the child's gate reads its own view first
+                gate.check(c.id, "sms")
+                return points(r, "campaign_states.gate.decisions")[1][
+                    decision_key("running", "email")
+                ]
+
+            assert 2 == _in_child(work)  # the parent's one, plus the child's
+        finally:
+            for lock in held:
+                lock.release()
+        gate.close()
+        reg.close()

@@ -118,7 +118,6 @@ class GatedTask(celery.Task):  # type: ignore[misc]
         emission: The emission kind (``Emission.MESSAGE``).
     """
 
-    abstract = True
     campaign_key: Callable[..., tuple[object, object]] | None = None
     campaign_states_url: str | None = None
     emission: object = Emission.MESSAGE
