@@ -211,3 +211,51 @@ class TestGateOnAsyncRegistry:
                 return reasons
 
         assert [Reason.ARCHIVED] * 20 == asyncio.run(main())
+
+
+class TestShutdownAndCancel:
+    """aclose() waits for calls in flight; a cancelled await does not undo its call."""
+
+    def test_aclose_mid_archive_waits_for_it(self):
+        async def main():
+            areg = open_async_registry("memory://", drain_timeout=10)
+            gate = DeliveryGate(areg)
+            c = await areg.create_campaign(name="c", channels={"email"}, campaign_id="c-ß")
+            await areg.resume(c.id)
+            permit = gate.permit(c.id, "email").__enter__()
+            archive = asyncio.create_task(areg.archive(c.id))
+            await asyncio.sleep(0.05)  # the archive is draining: it waits for the permit
+            closing = asyncio.create_task(areg.aclose())
+            await asyncio.sleep(0.05)
+            assert not closing.done()  # waits for the archive in flight
+            permit.__exit__(None, None, None)
+            result = await archive
+            await closing
+            with pytest.raises(StoreError, match="closed"):
+                await areg.get(c.id)
+            await gate.aclose()
+            return result
+
+        assert asyncio.run(main()).changed
+
+    def test_a_cancelled_archive_still_completes(self):
+        async def main():
+            async with open_async_registry("memory://", drain_timeout=10) as areg:
+                gate = DeliveryGate(areg)
+                c = await areg.create_campaign(name="c", channels={"email"})
+                await areg.resume(c.id)
+                permit = gate.permit(c.id, "email").__enter__()
+                archive = asyncio.create_task(areg.archive(c.id))
+                await asyncio.sleep(0.05)
+                archive.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await archive
+                # Denied at once: the fence went up before the commit.
+                assert not gate.check(c.id, "email").admitted
+                permit.__exit__(None, None, None)
+                await gate.aclose()
+            return c.id, areg
+
+        cid, areg = asyncio.run(main())
+        # aclose() waited for the archive's thread: it committed.
+        assert "archived" == areg.registry.store.get_campaign(cid).state.value

@@ -191,3 +191,29 @@ class TestAsync:
         assert [50] * 10 == asyncio.run(main())
         gate.flush()
         assert 500 == reg.results("c-run").total
+
+
+class TestShutdownMidSend:
+    """A gate closed while a loop's send is in flight waits for it, then denies the rest."""
+
+    def test_aclose_waits_for_the_send_then_denies(self, setup):
+        reg, gate = setup
+        consumer = FakeConsumer([Record(i, "c-run", "email") for i in range(3)])
+        denied = []
+
+        async def main():
+            closing = None
+            sent = []
+            async for record, _permit in gated(
+                gate, consumer, key=key, on_denied=lambda r, d: denied.append((r.offset, d.reason))
+            ):
+                sent.append(record.offset)
+                closing = asyncio.create_task(gate.aclose())
+                await asyncio.sleep(0.05)
+                assert not closing.done()  # waits for this send
+            await closing
+            return sent
+
+        assert [0] == asyncio.run(main())
+        assert [(1, Reason.STORE_UNAVAILABLE), (2, Reason.STORE_UNAVAILABLE)] == denied
+        assert 1 == reg.results("c-run").total
