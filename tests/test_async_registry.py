@@ -146,12 +146,13 @@ async def archive_while_a_permit_is_held(areg):
     sender = asyncio.create_task(send())
     await entered.wait()
     try:
-        result = await areg.archive(c.id)
+        try:
+            result = await areg.archive(c.id)
+        finally:
+            await sender
+        return result, gate.check(c.id, "email")
     finally:
-        await sender
-    denied = gate.check(c.id, "email")
-    await gate.aclose()
-    return result, denied
+        await gate.aclose()
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
