@@ -82,6 +82,21 @@ def _drain_until_empty(live, campaign_ids, timeout):
     return wanted
 
 
+def _fails_sometimes(attempt, error, tries=5):
+    """Whether ``attempt(i)`` raised ``error`` in any of ``tries`` runs.
+
+    The broken rules fail when no poll ever finds the in-flight set empty, which with many
+    spinning senders is nearly always, not always (the scheduler decides): five tries make a
+    miss vanishingly rare, and one failure is all the check needs to show.
+    """
+    for i in range(tries):
+        try:
+            attempt(i)
+        except error:
+            return True
+    return False
+
+
 class TestDrainUnderSenders:
     """Item 1: an archive or stop waits only for permits admitted before its fence."""
 
@@ -135,13 +150,17 @@ class TestDrainUnderSenders:
         # finds the set empty: the yield is a help, the rule is the fix.)
         monkeypatch.setattr(listener_module, "drain", _drain_until_empty)
         monkeypatch.setattr(gate_module.DeliveryGate, "_draining_scope", contextlib.nullcontext)
-        c = running(reg)
-        gate = DeliveryGate(reg, background_refresh=False)
-        try:
-            with Senders(gate, c.id), pytest.raises(DrainTimeoutError):
-                reg.archive(c.id)
-        finally:
-            gate.close()
+
+        def attempt(i):
+            c = running(reg, cid=f"c-{i}")
+            gate = DeliveryGate(reg, background_refresh=False)
+            try:
+                with Senders(gate, c.id):
+                    reg.archive(c.id)
+            finally:
+                gate.close()
+
+        assert _fails_sometimes(attempt, DrainTimeoutError)
 
     def test_stop_timeout_says_a_stop_was_committed(self, reg):
         c = running(reg)
@@ -176,10 +195,14 @@ class TestCloseUnderSenders:
             return list(self._live.copy())  # every registered permit, denied ones included
 
         monkeypatch.setattr(gate_module.DeliveryGate, "_still_in", wait_until_empty)
-        c = running(reg)
-        gate = DeliveryGate(reg, background_refresh=False, close_timeout=0.3)
-        with Senders(gate, c.id), pytest.raises(ResultsNotRecordedError):
-            gate.close()
+
+        def attempt(i):
+            c = running(reg, cid=f"c-{i}")
+            gate = DeliveryGate(reg, background_refresh=False, close_timeout=0.3)
+            with Senders(gate, c.id):
+                gate.close()
+
+        assert _fails_sometimes(attempt, ResultsNotRecordedError)
 
 
 class TestAsyncio:
