@@ -43,6 +43,24 @@ class TestImportPaths:
         assert "opentelemetry.metrics" in loaded
         assert [] == sorted(m for m in loaded if m.startswith(("opentelemetry.sdk", "celery")))
 
+    @pytest.mark.parametrize(
+        ("blocked", "module", "extra"),
+        [
+            ("opentelemetry", "delivery_gate.otel", "otel"),
+            ("opentelemetry", "campaign_states.otel", "otel"),
+            ("celery", "delivery_gate.integrations.celery", "celery"),
+        ],
+    )
+    def test_a_missing_extra_says_how_to_install_it(self, blocked, module, extra):
+        code = (
+            f"import sys; sys.modules[{blocked!r}] = None\n"
+            f"try:\n    import {module}\nexcept ImportError as e:\n    print(e)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        assert f"pip install 'campaign-states[{extra}]'" in out
+
     def test_the_check_catches_a_heavy_import(self):
         """The probe itself can fail: building the CLI does pull in click."""
         loaded = _modules_after("import campaign_states.cli; campaign_states.cli.app()")
