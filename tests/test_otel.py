@@ -440,3 +440,29 @@ class TestFork:
                 lock.release()
         gate.close()
         reg.close()
+
+
+class TestAsyncRegistrySpans:
+    """An awaited call is traced like a sync one, under the awaiting task's span."""
+
+    def test_awaited_archive_is_a_child_of_the_callers_span(self, spans, reader):
+        import asyncio
+
+        from campaign_states import open_async_registry
+
+        exporter, tp = spans
+        _r, mp = reader
+        tracer = tp.get_tracer("test")
+
+        async def main():
+            async with open_async_registry("memory://") as areg:
+                instrument_registry(areg, tracer_provider=tp, meter_provider=mp)
+                c = await areg.create_campaign(name="c", channels={"email"})
+                await areg.resume(c.id)
+                with tracer.start_as_current_span("handle request"):
+                    await areg.archive(c.id)
+
+        asyncio.run(main())
+        got = by_name(exporter)
+        assert got["handle request"].context.span_id == got["archive campaign"].parent.span_id
+        assert got["archive campaign"].context.span_id == got["wait"].parent.span_id
