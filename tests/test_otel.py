@@ -446,16 +446,39 @@ class TestAsyncRegistrySpans:
     """An awaited call is traced like a sync one, under the awaiting task's span."""
 
     def test_awaited_archive_is_a_child_of_the_callers_span(self, spans, reader):
-        import asyncio
+        got = self.trace_one(spans, reader, "open")
+        assert got["handle request"].context.span_id == got["archive campaign"].parent.span_id
+        assert got["archive campaign"].context.span_id == got["wait"].parent.span_id
 
-        from campaign_states import open_async_registry
+    def test_the_check_catches_a_registry_that_drops_the_context(self, spans, reader):
+        """Deliberately broken: run_in_executor without the caller's context."""
+        got = self.trace_one(spans, reader, "contextless")
+        assert got["archive campaign"].parent is None
+
+    def trace_one(self, spans, reader, how):
+        import asyncio
+        import functools
+
+        from campaign_states import AsyncRegistry, open_async_registry
+
+        class Contextless(AsyncRegistry):
+            async def _run(self, fn, *args, **kwargs):
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(
+                    self._pool, functools.partial(fn, *args, **kwargs)
+                )
 
         exporter, tp = spans
         _r, mp = reader
         tracer = tp.get_tracer("test")
 
+        def opened():
+            if how == "open":
+                return open_async_registry("memory://")
+            return Contextless(open_registry("memory://"))
+
         async def main():
-            async with open_async_registry("memory://") as areg:
+            async with opened() as areg:
                 instrument_registry(areg, tracer_provider=tp, meter_provider=mp)
                 c = await areg.create_campaign(name="c", channels={"email"})
                 await areg.resume(c.id)
@@ -463,6 +486,4 @@ class TestAsyncRegistrySpans:
                     await areg.archive(c.id)
 
         asyncio.run(main())
-        got = by_name(exporter)
-        assert got["handle request"].context.span_id == got["archive campaign"].parent.span_id
-        assert got["archive campaign"].context.span_id == got["wait"].parent.span_id
+        return by_name(exporter)
