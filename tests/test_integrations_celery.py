@@ -94,6 +94,31 @@ class TestEager:
         assert not archiver.is_alive()
         assert "archived" == reg.get(run).state.value
 
+    def test_nested_gated_calls_keep_their_own_permits(self, app, store):
+        """A body calling another gated task (or itself) directly keeps its own permit."""
+        _reg, run, _gone = store
+        seen = []
+
+        @app.task(base=GatedTask, bind=True)
+        def inner(self, campaign_id, channel):
+            seen.append(("inner", self.permit.campaign_id, outer.permit.campaign_id))
+
+        @app.task(base=GatedTask, bind=True)
+        def outer(self, campaign_id, channel, depth=0):
+            mine = self.permit
+            inner(campaign_id, channel)
+            if depth == 0:
+                outer(campaign_id, channel, depth=1)
+            assert mine is self.permit
+            seen.append(("outer", depth, self.permit.still_valid()))
+
+        outer.apply((run, "email")).get()
+        assert [
+            ("inner", run, run), ("inner", run, run), ("outer", 1, True), ("outer", 0, True),
+        ] == seen  # fmt: skip
+        assert outer.permit is None
+        assert inner.permit is None
+
     def test_denied_body_skipped_state_stored(self, app, store):
         _reg, _run, gone = store
         ran = []

@@ -21,7 +21,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 try:
     import celery
@@ -121,7 +121,6 @@ class GatedTask(celery.Task):  # type: ignore[misc]
     campaign_key: Callable[..., tuple[object, object]] | None = None
     campaign_states_url: str | None = None
     emission: object = Emission.MESSAGE
-    _local: ClassVar[threading.local] = threading.local()
 
     # -- the gate --------------------------------------------------------------------------
 
@@ -155,9 +154,16 @@ class GatedTask(celery.Task):  # type: ignore[misc]
             return gate
 
     @property
+    def _permits(self) -> threading.local:
+        # Per task and per thread (a threads pool runs bodies side by side); created on
+        # first use: dict.setdefault is atomic, so two threads get the same one.
+        local: threading.local = self.__dict__.setdefault("_permit_local", threading.local())
+        return local
+
+    @property
     def permit(self) -> Permit | None:
         """The permit the running body holds (``None`` outside a body)."""
-        return getattr(self._local, "permit", None)
+        return getattr(self._permits, "permit", None)
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -189,11 +195,14 @@ class GatedTask(celery.Task):  # type: ignore[misc]
         with gate.permit(cid, channel, self.emission) as permit:
             if permit.admitted:
                 # The body runs inside the permit: a local archive waits for it to end.
-                self._local.permit = permit
+                # Restored after, not cleared: a body may call this task directly.
+                local = self._permits
+                outer = getattr(local, "permit", None)
+                local.permit = permit
                 try:
                     return super().__call__(*args, **kwargs)
                 finally:
-                    self._local.permit = None
+                    local.permit = outer
         return self._deny(permit.decision, cid, channel)
 
     def on_denied(self, decision: Decision, campaign_id: object, channel: object) -> None:
