@@ -23,7 +23,7 @@ from campaign_states import (
 from campaign_states.exceptions import CampaignStateError
 
 from ._decision import Decision, Reason, channel_index, decision
-from ._filter import split_function
+from ._filter import read_batch, split_function
 from ._listener import Listener
 from ._metrics import DecisionObserver
 from ._permit import Permit
@@ -292,13 +292,25 @@ class DeliveryGate(Refreshing):
         Args:
             batch: The items, in order (iterated once).
             key: Gives an item's ``(campaign_id, channel)``; default: the item is that pair.
-                ``operator.attrgetter("campaign_id", "channel")`` or ``itemgetter(...)``
-                are compiled to the fast path; another callable is called per item.
+                ``operator.attrgetter("campaign_id", "channel")``, ``itemgetter(0, 1)`` and
+                ``itemgetter("campaign_id", "channel")`` take the fast path; another
+                two-field attrgetter/itemgetter is nearly as fast; another callable is
+                called per item.
             kind: The emission kind for the whole batch.
 
-        Never raises for bad items: an item that cannot be decided is denied.
+        Never raises; what cannot be decided is denied:
+
+        - an item whose key raises or gives no ``(campaign_id, channel)`` pair is denied
+          (INVALID_REQUEST to ``on_decision``);
+        - a ``batch`` that is not iterable (``None``, ``5``) is denied as one item:
+          ``([], [batch])``, so nothing passed in vanishes;
+        - a batch whose iterator raises part-way: the items read before the error are decided
+          as usual and returned; the error is logged (logger ``delivery_gate``, warning, with
+          its traceback) and nothing more is read, so the unread rest is in neither list.
         """
-        items = batch if type(batch) is list else list(batch)
+        items: list[Any] | None = batch if type(batch) is list else read_batch(batch)
+        if items is None:
+            return [], [batch]
         if kind is not _MESSAGE or self._on_decision is not None:
             return self._filter_slow(items, key, kind)
         if not self._now() < self._deadline:
