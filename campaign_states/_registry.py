@@ -42,6 +42,7 @@ from .exceptions import (
     InvalidValueError,
     SegmentArchivedError,
     SegmentNotFoundError,
+    StoreError,
 )
 
 __all__ = ["Registry"]
@@ -112,6 +113,16 @@ class Registry:
         lease is therefore safe at every instant, with no clock compared across hosts. If
         this process dies in between, archives keep the longer wait until the next change:
         conservative, never unsafe. Make one change at a time.
+
+        Bounds: ``refresh`` at least 0.001 s and below ``lease``; ``lease`` 0.002 s to
+        86,400 s; ``grace`` 0 to 86,400 s; ``clock_margin`` below 1 (see `LeaseSettings`).
+
+        Raises:
+            InvalidSettingsError: A value is out of bounds; nothing was written.
+            StoreError: A write failed. If the first did, nothing was changed. If the second
+                did (the same error type), the new settings are in force with the old commit
+                wait still pending: archives wait at least the old wait, which is safe, until
+                a later `set_lease_settings` succeeds; the message says so.
         """
         old = self.store.lease_settings()
         old_wait = old.commit_wait()
@@ -123,10 +134,21 @@ class Registry:
             previous_wait=old_wait,
         )
         self.store.set_lease_settings(pending)
-        if self.store.needs_commit_wait:
-            self.clock.sleep(old_wait)
         settled = attrs.evolve(pending, previous_wait=0.0)
-        self.store.set_lease_settings(settled)
+        try:
+            if self.store.needs_commit_wait:
+                self.clock.sleep(old_wait)
+            self.store.set_lease_settings(settled)
+        except StoreError as e:
+            # The store's own message says its write changed nothing, which is true of the
+            # second write only: say what the first one left in force.
+            raise type(e)(
+                f"The new lease settings (lease={lease:g}s, grace={grace:g}s, "
+                f"refresh={refresh:g}s) are in force, but clearing the old commit wait "
+                f"failed, so archives still wait at least {old_wait:g}s (safe, only slower) "
+                f"until set_lease_settings() is called again and succeeds. The failed write: "
+                f"{e}"
+            ) from e
         return settled
 
     def close(self) -> None:
