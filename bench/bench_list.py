@@ -32,8 +32,13 @@ def _fill(path: Path, n: int) -> Registry:
             # A tenth archived: the CLI hides them by default, so it skips some per page.
             state = State.ARCHIVED if i % 10 == 0 else State.ACTIVE_RUNNING
             tx.insert_campaign(
-                Campaign(id=f"c-{i:09d}", name=f"campaign {i}", channels=chans, state=state,
-                         seq=first + i),
+                Campaign(
+                    id=f"c-{i:09d}",
+                    name=f"campaign {i}",
+                    channels=chans,
+                    state=state,
+                    seq=first + i,
+                ),
                 (),
             )
     return reg
