@@ -254,6 +254,16 @@ class TestJsonErrors:
         got = json.loads(result.stdout)  # one document: the outcomes say what failed
         assert "not_found" == got["outcomes"]["nope"]["outcome"]
 
+    def test_store_unreachable(self):
+        result = CliRunner().invoke(
+            app(), ["--store", "postgresql://nobody@127.0.0.1:1/x", "list", "--json"]
+        )
+        err = json_error(result, 1)
+        assert ("StoreUnavailableError", True) == (
+            err["type"],
+            "cannot be reached" in err["message"],
+        )
+
     def test_without_json_stdout_stays_empty(self, cs: Run):
         result = cs("show", "nope")
         assert (1, "") == (result.exit_code, result.stdout)
