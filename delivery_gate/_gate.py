@@ -325,13 +325,16 @@ class DeliveryGate(Refreshing):
         - an item whose key raises or gives no ``(campaign_id, channel)`` pair is denied
           (INVALID_REQUEST to ``on_decision``);
         - a ``batch`` that is not iterable (``None``, ``5``) is denied as one item:
-          ``([], [batch])``, so nothing passed in vanishes;
+          ``([], [batch])``, so nothing passed in vanishes (one INVALID_REQUEST to
+          ``on_decision``);
         - a batch whose iterator raises part-way: the items read before the error are decided
           as usual and returned; the error is logged (logger ``delivery_gate``, warning, with
           its traceback) and nothing more is read, so the unread rest is in neither list.
         """
         items: list[Any] | None = batch if type(batch) is list else read_batch(batch)
         if items is None:
+            if self._on_decision is not None:
+                self._observe_invalid(batch, kind)
             return [], [batch]
         if kind is not _MESSAGE or self._on_decision is not None:
             return self._filter_slow(items, key, kind)

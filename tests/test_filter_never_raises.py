@@ -12,7 +12,7 @@ import pytest
 from race.faults import make_registry
 
 from campaign_states import FakeClock
-from delivery_gate import DeliveryGate, _filter
+from delivery_gate import DecisionCounter, DeliveryGate, Reason, _filter
 
 
 @pytest.fixture
@@ -68,6 +68,13 @@ class TestUndecidableBatches:
 
         batch = Refuses()
         assert ([], [batch]) == never_raises(gate, batch)
+
+    def test_the_denial_is_observed(self):
+        reg = make_registry("memory", None, FakeClock())
+        counter = DecisionCounter()
+        with DeliveryGate(reg, on_decision=counter, background_refresh=False) as gate:
+            assert ([], [None]) == never_raises(gate, None)
+        assert {Reason.INVALID_REQUEST: 1} == dict(counter.counts())
 
     def test_the_denial_is_logged(self, gate: DeliveryGate, caplog: pytest.LogCaptureFixture):
         with caplog.at_level(logging.WARNING, logger="delivery_gate"):
