@@ -226,7 +226,7 @@ def _lease_json(s: LeaseSettings) -> Jsonb:
 
 def _read_lease(conn: psycopg.Connection[Any]) -> LeaseSettings:
     row = conn.execute("SELECT value FROM cs_meta WHERE key = 'lease'").fetchone()
-    return LeaseSettings(**row[0]) if row else DEFAULT_LEASE
+    return LeaseSettings.stored(**row[0]) if row else DEFAULT_LEASE
 
 
 def _describe(url: str) -> str:

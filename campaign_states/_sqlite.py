@@ -300,7 +300,7 @@ def _list_filter(
 
 @functools.lru_cache(maxsize=8)
 def _lease_from_text(text: str) -> LeaseSettings:
-    return LeaseSettings(**json.loads(text))
+    return LeaseSettings.stored(**json.loads(text))
 
 
 def _read_lease(conn: sqlite3.Connection) -> LeaseSettings:

@@ -7,10 +7,11 @@ decisions and pass one contract suite.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
@@ -31,6 +32,8 @@ __all__ = [
     "Store",
     "WriteTx",
 ]
+
+log = logging.getLogger("campaign_states")
 
 
 # Bounds on the lease settings (also `LeaseSettings.MIN_REFRESH` etc.): below a millisecond a
@@ -104,6 +107,35 @@ class LeaseSettings:
             )
         if self.clock_margin >= 1:
             raise InvalidSettingsError("clock_margin is a fraction; use e.g. 0.01.")
+
+    @classmethod
+    def stored(cls, **values: Any) -> LeaseSettings:
+        """Settings as a store persisted them, by this version or an older one.
+
+        A store written before the bounds existed may hold settings outside them (a
+        refresh of 1e-9 s). Refusing to load those would make every gate deny for good and
+        leave `Registry.set_lease_settings` unable to read what it must wait out, so they
+        load as they are (a warning is logged); only non-numbers are refused.
+        """
+        try:
+            return cls(**values)
+        except InvalidSettingsError:
+            fields = {f.name: f.default for f in attrs.fields(cls)}
+            clean: dict[str, float] = {}
+            for name, default in fields.items():
+                v = values.get(name, default)
+                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                    raise
+                clean[name] = float(v)
+            log.warning(
+                "the store's lease settings are outside today's bounds (%s); loaded as they "
+                "are: set new ones with Registry.set_lease_settings()",
+                clean,
+            )
+            settings = object.__new__(cls)
+            for name, v in clean.items():
+                object.__setattr__(settings, name, v)
+            return settings
 
     def commit_wait(self) -> float:
         """How long an archive waits after its commit.

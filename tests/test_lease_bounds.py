@@ -150,3 +150,46 @@ class TestHalfDoneChange:
 
     def test_error_type(self):
         assert issubclass(StoreFullError, StoreError)
+
+
+class TestStoredBeforeTheBounds:
+    """A store written by a version without the bounds still loads, and can be repaired."""
+
+    def _store_with_settings(self, path, **settings):
+        import json
+        import sqlite3
+
+        from campaign_states import open_registry
+
+        open_registry(f"sqlite:///{path}").close()
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'lease'", (json.dumps(settings),))
+        conn.close()
+
+    def test_gates_keep_working_and_set_lease_settings_repairs(self, tmp_path, caplog):
+        from campaign_states import FakeClock, Registry
+        from campaign_states.stores import SQLiteStore
+        from delivery_gate import DeliveryGate
+
+        path = tmp_path / "old.db"
+        self._store_with_settings(
+            path, lease=0.5, grace=0.05, refresh=1e-9, clock_margin=0.01, previous_wait=0.0
+        )
+        reg = Registry(SQLiteStore(path, clock=FakeClock()))
+        assert 1e-9 == reg.lease_settings().refresh  # loaded as it is, with a warning
+        assert "outside today's bounds" in caplog.text
+        c = reg.create_campaign(name="c", channels={"email"})
+        reg.resume(c.id)
+        gate = DeliveryGate(reg, background_refresh=False, refresh=0.05)
+        assert gate.check(c.id, "email").admitted
+        reg.set_lease_settings(lease=0.5, grace=0.05, refresh=0.05)
+        assert 0.05 == reg.lease_settings().refresh
+        gate.close()
+        reg.close()
+
+    def test_non_numbers_are_still_refused(self):
+        from campaign_states import LeaseSettings
+
+        with pytest.raises(InvalidSettingsError):
+            LeaseSettings.stored(lease="soon")
