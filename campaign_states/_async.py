@@ -195,10 +195,27 @@ class AsyncRegistry:
         return await self._run(self.registry.get, campaign_id)
 
     async def list(
-        self, *, state: State | str | None = None, segment: str | None = None
+        self,
+        *,
+        state: State | str | None = None,
+        segment: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> builtins.list[Campaign]:
-        """As `Registry.list`."""
-        return await self._run(self.registry.list, state=state, segment=segment)
+        """As `Registry.list` (pages with ``limit`` and ``after``)."""
+        return await self._run(
+            self.registry.list, state=state, segment=segment, limit=limit, after=after
+        )
+
+    async def count(
+        self,
+        *,
+        state: State | str | None = None,
+        segment: str | None = None,
+        after: str | None = None,
+    ) -> int:
+        """As `Registry.count`."""
+        return await self._run(self.registry.count, state=state, segment=segment, after=after)
 
     async def edit(
         self,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from campaign_states import Channel, Emission
 
 from ._decision import CHANNEL_INDEX, Decision, Reason, decision
+from ._filter import read_batch
 
 if TYPE_CHECKING:
     from ._gate import DeliveryGate
@@ -190,7 +191,11 @@ def install(gate: DeliveryGate, tally: Tally) -> None:
         # denied item (raising costs a microsecond).
         if kind is not _MESSAGE or observer is not None:
             return plain_filter(batch, key, kind=kind)
-        items = batch if type(batch) is list else list(batch)
+        # As the gate's filter: never raises (see `DeliveryGate.filter`).
+        items = batch if type(batch) is list else read_batch(batch)
+        if items is None:
+            count(_INVALID, None, kind)
+            return [], [batch]
         admitted: list[Any] = []
         denied: list[Any] = []
         admit, deny = admitted.append, denied.append

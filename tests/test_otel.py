@@ -188,6 +188,20 @@ class TestGateDecisions:
                     assert p.decision == q.decision
         batch = [(cid, ch) for cid in cids[:5] for ch in channels[:6]]
         assert plain.filter(batch) == counted.filter(batch)
+
+        def broken_midway():
+            yield batch[0]
+            raise RuntimeError("consumer died")
+
+        odd_batches = [
+            lambda: None,  # not iterable: denied as one item
+            lambda: 5,
+            lambda: iter(batch[:3]),
+            lambda: (x for x in [batch[0], 1.0, batch[1]]),  # an item that is no pair
+            broken_midway,  # the items read before the error are decided
+        ]
+        for make in odd_batches:
+            assert plain.filter(make()) == counted.filter(make())
         plain.close()
         counted.close()
 
