@@ -13,13 +13,24 @@ from .exceptions import InvalidSettingsError
 __all__ = ["open_registry", "open_store"]
 
 
-def open_store(url: str, **options: Any) -> Store:
+def open_store(url: str, *, create: bool = True, **options: Any) -> Store:
     """Open the store a URL names.
 
     ``memory://``; ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``
     (``?mode=ro`` for read-only); ``postgresql://user@host/db``. Keyword options go to the
     store's constructor (``clock``, ``lease``, ``busy_timeout``...).
+
+    Args:
+        url: The store's URL.
+        create: Create an SQLite file that does not exist yet (the default). With False,
+            a path holding no store raises `StoreNotFoundError` and nothing is created
+            (the CLI opens stores this way, except for the commands that create things).
+            A memory store is always new; a PostgreSQL store's tables are created on
+            first use either way.
+        **options: For the store's constructor.
     """
+    if type(create) is not bool:
+        raise InvalidSettingsError(f"create must be a bool, not {create!r:.40}.")
     if not isinstance(url, str):
         raise InvalidSettingsError(f"A store URL is a str, not {type(url).__name__}.")
     parts = urllib.parse.urlsplit(url)
@@ -45,8 +56,10 @@ def open_store(url: str, **options: Any) -> Store:
             raise InvalidSettingsError(
                 f"Bad SQLite URL {url!r}: the only option is ?mode=ro (read-only) or ?mode=rw."
             )
-        _check_options(SQLiteStore, options, taken=("path", "readonly"))
-        return SQLiteStore(urllib.parse.unquote(path), readonly=mode == ["ro"], **options)
+        _check_options(SQLiteStore, options, taken=("path", "readonly", "create"))
+        return SQLiteStore(
+            urllib.parse.unquote(path), readonly=mode == ["ro"], create=create, **options
+        )
     if scheme in ("postgresql", "postgres"):
         try:
             from ._postgres import PostgresStore
@@ -80,7 +93,16 @@ def open_registry(
     *,
     bulk_limit: int = 100_000,
     drain_timeout: float = 30.0,
+    create: bool = True,
     **options: Any,
 ) -> Registry:
-    """Open a registry on the store a URL names (see `open_store`)."""
-    return Registry(open_store(url, **options), bulk_limit=bulk_limit, drain_timeout=drain_timeout)
+    """Open a registry on the store a URL names (see `open_store`, which takes ``create``).
+
+    Raises:
+        StoreNotFoundError: ``create=False`` and the URL's SQLite path holds no store.
+    """
+    return Registry(
+        open_store(url, create=create, **options),
+        bulk_limit=bulk_limit,
+        drain_timeout=drain_timeout,
+    )
