@@ -47,6 +47,7 @@ from ._sqlite_sql import (
     SCHEMA,
     SCHEMA_VERSION,
     UPDATE_ONE,
+    close_connection,
     connect,
     file_identity,
     rollback,
@@ -568,7 +569,7 @@ class SQLiteStore:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            close_connection(self._conn, self.path, self._identity)
 
 
 class SQLiteReader:
@@ -660,7 +661,7 @@ class SQLiteReader:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            close_connection(self._conn, self.path, self._identity)
 
 
 def _campaigns(rows: sqlite3.Cursor) -> list[Campaign]:

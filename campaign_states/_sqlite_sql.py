@@ -33,6 +33,7 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "UPDATE_ONE",
+    "close_connection",
     "connect",
     "file_identity",
     "rollback",
@@ -223,6 +224,23 @@ def file_identity(path: str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+def close_connection(conn: sqlite3.Connection, path: str, identity: tuple[int, int] | None) -> None:
+    """Close a connection; if its file was replaced, without the checkpoint on close.
+
+    The last connection to close a WAL file checkpoints it and then deletes ``PATH-wal``
+    *by name*: after a restore that name may be the new file's WAL, in use by other
+    processes. Python 3.12 can turn that off (SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE); on 3.11
+    the README's restore procedure (stop the processes first, or restore in place) is
+    what keeps the new file whole.
+    """
+    setconfig = getattr(conn, "setconfig", None)
+    flag = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
+    if setconfig is not None and flag is not None and file_identity(path) != identity:
+        with contextlib.suppress(sqlite3.Error):
+            setconfig(flag, True)
+    conn.close()
 
 
 def rollback(conn: sqlite3.Connection) -> None:
