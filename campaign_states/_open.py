@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import inspect
+import re
 import urllib.parse
-from typing import Any
+from typing import Any, Final
 
 from ._registry import Registry
+from ._secrets import looks_like_conninfo, mask_secrets
 from ._store import Store
 from .exceptions import InvalidSettingsError
 
 __all__ = ["open_registry", "open_store"]
+
+_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 def open_store(url: str, *, create: bool = True, **options: Any) -> Store:
     """Open the store a URL names.
 
     ``memory://``; ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``
-    (``?mode=ro`` for read-only); ``postgresql://user@host/db``. Keyword options go to the
-    store's constructor (``clock``, ``lease``, ``busy_timeout``...).
+    (``?mode=ro`` for read-only); ``postgresql://user@host/db``, or a libpq ``key=value``
+    string (``host=db dbname=app user=app``). Keyword options go to the store's
+    constructor (``clock``, ``lease``, ``busy_timeout``...). No error message shows a
+    password: URLs are shown with it masked (``postgresql://app:***@db/app``).
 
     Args:
         url: The store's URL.
@@ -33,8 +39,11 @@ def open_store(url: str, *, create: bool = True, **options: Any) -> Store:
         raise InvalidSettingsError(f"create must be a bool, not {create!r:.40}.")
     if not isinstance(url, str):
         raise InvalidSettingsError(f"A store URL is a str, not {type(url).__name__}.")
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
+    # The scheme without urlsplit, which raises a bare ValueError on a stray '[' (an IPv6
+    # host half typed) before anything could be checked.
+    found = _SCHEME.match(url)
+    scheme = found[1].lower() if found else ("postgresql" if looks_like_conninfo(url) else "")
+    shown = mask_secrets(url)
     if scheme == "memory":
         from ._memory import MemoryStore
 
@@ -43,18 +52,22 @@ def open_store(url: str, *, create: bool = True, **options: Any) -> Store:
     if scheme == "sqlite":
         from ._sqlite import SQLiteStore
 
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError:
+            parts = None
         # sqlite:///x.db -> netloc '' and path '/x.db' -> relative 'x.db';
         # sqlite:////abs/x.db -> path '//abs/x.db' -> '/abs/x.db'.
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if parts.netloc or not path:
+        path = "" if parts is None else parts.path[1:] if parts.path.startswith("/") else parts.path
+        if parts is None or parts.netloc or not path:
             raise InvalidSettingsError(
-                f"Bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db."
+                f"Bad SQLite URL {shown!r}: use sqlite:///relative.db or sqlite:////abs/path.db."
             )
         query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
         mode = query.pop("mode", ["rw"])
         if query or mode not in (["ro"], ["rw"]):
             raise InvalidSettingsError(
-                f"Bad SQLite URL {url!r}: the only option is ?mode=ro (read-only) or ?mode=rw."
+                f"Bad SQLite URL {shown!r}: the only option is ?mode=ro (read-only) or ?mode=rw."
             )
         _check_options(SQLiteStore, options, taken=("path", "readonly", "create"))
         return SQLiteStore(
@@ -70,7 +83,8 @@ def open_store(url: str, *, create: bool = True, **options: Any) -> Store:
         _check_options(PostgresStore, options, taken=("url",))
         return PostgresStore(url, **options)
     raise InvalidSettingsError(
-        f"Unknown store URL {url!r}: use memory://, sqlite:///path.db or postgresql://..."
+        f"Unknown store URL {shown!r}: use memory://, sqlite:///path.db, postgresql://... "
+        "or a libpq key=value string."
     )
 
 

@@ -82,7 +82,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        """The URL that reopens this registry's store."""
+        """The store's URL, any password masked (``postgresql://app:***@db/app``)."""
         return self.store.url
 
     def subscribe(self, listener: ChangeListener) -> None:
