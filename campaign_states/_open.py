@@ -10,6 +10,7 @@ from typing import Any, Final
 from ._registry import Registry
 from ._secrets import looks_like_conninfo, mask_secrets
 from ._store import Store
+from ._validation import ACTOR_LIMIT, CONTENT_LIMIT, NAME_LIMIT, check_limit
 from .exceptions import InvalidSettingsError
 
 __all__ = ["open_registry", "open_store"]
@@ -107,16 +108,33 @@ def open_registry(
     *,
     bulk_limit: int = 100_000,
     drain_timeout: float = 30.0,
+    name_limit: int = NAME_LIMIT,
+    content_limit: int = CONTENT_LIMIT,
+    actor_limit: int = ACTOR_LIMIT,
     create: bool = True,
     **options: Any,
 ) -> Registry:
     """Open a registry on the store a URL names (see `open_store`, which takes ``create``).
 
+    ``bulk_limit``, ``drain_timeout`` and the size limits (``name_limit`` characters,
+    ``content_limit`` UTF-8 bytes, ``actor_limit`` characters) go to `Registry`; the other
+    keyword options to the store.
+
     Raises:
         StoreNotFoundError: ``create=False`` and the URL's SQLite path holds no store.
     """
+    # Checked before the store is opened: a bad limit must not leave a new file behind.
+    limits = {
+        name: check_limit(name, value)
+        for name, value in (
+            ("name_limit", name_limit),
+            ("content_limit", content_limit),
+            ("actor_limit", actor_limit),
+        )
+    }
     return Registry(
         open_store(url, create=create, **options),
         bulk_limit=bulk_limit,
         drain_timeout=drain_timeout,
+        **limits,
     )

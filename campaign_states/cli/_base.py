@@ -39,6 +39,7 @@ _USAGE_ERRORS: Final = (
     exc.InvalidChannelError,
     exc.InvalidFieldError,
     exc.InvalidSettingsError,
+    exc.InvalidTextError,
     exc.BulkLimitError,
     # A command that reads or changes campaigns named a path that holds no store: most
     # likely a typo in --store, which must not leave an empty store behind.
