@@ -98,9 +98,11 @@ class TestSurrogatesAndNul:
         from campaign_states import _validation
 
         monkeypatch.setattr(_validation, "_UNSTORABLE", _validation.re.compile("\x00").search)
-        with open_registry(f"sqlite:///{tmp_path / 'x.db'}") as reg:
-            with pytest.raises(UnicodeEncodeError):
-                reg.create_campaign(name="\ud800", channels=["email"])
+        with (
+            open_registry(f"sqlite:///{tmp_path / 'x.db'}") as reg,
+            pytest.raises(UnicodeEncodeError),
+        ):
+            reg.create_campaign(name="\ud800", channels=["email"])
 
 
 class TestLimits:
