@@ -31,6 +31,7 @@ from ._store import (
     Store,
     WriteTx,
 )
+from ._validation import well_formed_id
 
 __all__ = [
     "BulkResult",
@@ -68,4 +69,5 @@ __all__ = [
     "WriteTx",
     "open_registry",
     "open_store",
+    "well_formed_id",
 ]

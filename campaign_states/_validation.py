@@ -42,7 +42,12 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]").search
 
 
 def well_formed_id(value: str) -> bool:
-    """Whether a ``str`` is a well-formed id (the gate calls this too: one rule)."""
+    """Whether a ``str`` follows the id rules: 1 to 128 characters, no control characters
+    or lone surrogates, no leading or trailing whitespace.
+
+    The registry refuses ids that break them (`InvalidIdError`) and the gate denies them
+    (INVALID_REQUEST): one rule, this function.
+    """
     # isprintable() is False for every control character and surrogate, so the common case
     # costs one C call; only ids holding other non-printables (e.g. U+00A0) take the regex.
     return (

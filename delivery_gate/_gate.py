@@ -19,8 +19,8 @@ from campaign_states import (
     Registry,
     SystemClock,
     open_registry,
+    well_formed_id,
 )
-from campaign_states._validation import well_formed_id
 from campaign_states.exceptions import CampaignStateError
 
 from ._decision import Decision, Reason, channel_index, decision
