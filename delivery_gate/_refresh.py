@@ -158,7 +158,9 @@ class Refreshing:
         self._last_error = None
 
     def _fail(self, error: BaseException) -> None:
-        if not self._failing:
+        if isinstance(error, StoreReplacedError):
+            log.warning("delivery gate: %s Denying now; the next refresh reloads it whole.", error)
+        elif not self._failing:
             log.warning("delivery gate: refresh failed (%s); denying once the lease lapses", error)
         self._failing = True
         self._failures += 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,25 @@ class TestRestoredFile:
         _archive_elsewhere(path, "c")
         assert gate.refresh()
         assert gate.check("c", "email").admitted  # the hole this file's tests close
+
+
+class TestAnotherProcess:
+    """The issue's scenario: the archive comes from the CLI, in another process."""
+
+    def test_cli_archive_on_the_restored_file(self, live, tmp_path):
+        path, _reg, gate = live
+        _restore(tmp_path / "backup.db", path)
+        done = subprocess.run(
+            [sys.executable, "-m", "campaign_states.cli", "--store", f"sqlite:///{path}",
+             "archive", "c"],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        assert 0 == done.returncode, done.stderr
+        gate.refresh()
+        assert not gate.check("c", "email").admitted
+        gate.refresh()
+        d = gate.check("c", "email")
+        assert (False, Reason.ARCHIVED) == (d.admitted, d.reason)
 
 
 class TestRestoredInPlace:
