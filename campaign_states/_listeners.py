@@ -10,6 +10,7 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
+from ._fork import reopen_after_fork
 from ._records import Campaign, Segment
 from ._store import LeaseSettings, Store
 from .exceptions import DrainTimeoutError
@@ -47,6 +48,10 @@ class Listeners:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: tuple[ChangeListener, ...] = ()
+        reopen_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent thread may have held it at the fork
 
     def add(self, listener: ChangeListener) -> None:
         with self._lock:
@@ -90,6 +95,7 @@ def settle(  # noqa: PLR0917
     lease: LeaseSettings,
     *,
     drain_timeout: float,
+    change: str = "change",
 ) -> None:
     """After a commit: update local gates, then, for archives and stops, make the promise true.
 
@@ -109,6 +115,7 @@ def settle(  # noqa: PLR0917
             store-clock time their state changed.
         lease: The store's lease settings read in the committing transaction.
         drain_timeout: How long to wait for local permits in flight.
+        change: What was committed, for the error (``"archive"``, ``"stop"``...).
 
     Raises:
         DrainTimeoutError: The change is committed and no gate admits, but local permits
@@ -143,4 +150,4 @@ def settle(  # noqa: PLR0917
         if left > 0:
             store.clock.sleep(left)
     if stuck:
-        raise DrainTimeoutError(stuck, drain_timeout)
+        raise DrainTimeoutError(stuck, drain_timeout, change)

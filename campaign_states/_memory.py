@@ -16,6 +16,7 @@ from types import TracebackType
 import attrs
 
 from ._clock import Clock, SystemClock
+from ._fork import reopen_after_fork
 from ._lifecycle import State
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._rows import gate_row
@@ -125,12 +126,18 @@ class MemoryStore:
     needs_commit_wait = False
     clock_is_shared = True
 
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.RLock()
+
     def __init__(self, *, clock: Clock | None = None, lease: LeaseSettings | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self.url = "memory://"
         # One lock serializes writers, as SQLite's write lock does; readers take it too so
         # they never see a transaction half-applied.
         self._lock = threading.RLock()
+        # After a fork the child has its own copy of the store (it is memory, not shared),
+        # and a lock a parent thread may have held: a fresh one.
+        reopen_after_fork(self)
         self._campaigns: dict[str, Campaign] = {}
         self._segments: dict[str, Segment] = {}
         self._by_segment: dict[str, set[str]] = defaultdict(set)

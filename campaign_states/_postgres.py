@@ -31,6 +31,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from ._clock import Clock, SystemClock
+from ._fork import abandon, reopen_after_fork
 from ._lifecycle import State
 from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
@@ -719,26 +720,37 @@ class PostgresStore:
         # reader" and "<name> listener" for gates' (see PostgresReader).
         self._connect_kwargs["application_name"] = str(app or "campaign-states")
         self._create_schema(lease or DEFAULT_LEASE)
-        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = (
-            psycopg_pool.ConnectionPool(
-                url,
-                kwargs=self._connect_kwargs,
-                min_size=1,
-                max_size=pool_size,
-                open=True,
-                timeout=self.connect_timeout,
-                configure=self._configure,
-                # One empty round trip per checkout: a connection the server dropped (a
-                # restart) is replaced instead of failing the caller's first call.
-                check=psycopg_pool.ConnectionPool.check_connection,
-                name=f"campaign-states {self._where}",
-            )
+        self._pool_size = pool_size
+        self._pool = self._new_pool()
+        reopen_after_fork(self)
+
+    def _new_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+        return psycopg_pool.ConnectionPool(
+            self._url,  # the real URL: `url` masks the password
+            kwargs=self._connect_kwargs,
+            min_size=1,
+            max_size=self._pool_size,
+            open=True,
+            timeout=self.connect_timeout,
+            configure=self._configure,
+            # One empty round trip per checkout: a connection the server dropped (a
+            # restart) is replaced instead of failing the caller's first call.
+            check=psycopg_pool.ConnectionPool.check_connection,
+            name=f"campaign-states {self._where}",
         )
 
     @property
     def url(self) -> str:
         """The store's URL with its password masked (``postgresql://app:***@db/app``)."""
         return mask_secrets(self._url)
+
+    def _after_fork_in_child(self) -> None:
+        # The inherited pool's sockets are the parent's sessions and its worker threads did
+        # not survive the fork: a pool of the child's own. The old one is abandoned, never
+        # closed (closing would end the parent's sessions; psycopg's finalizer already
+        # skips connections made in another process).
+        abandon(self._pool)
+        self._pool = self._new_pool()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:

@@ -167,6 +167,8 @@ class Registry:
         silenced: Collection[str],
         held_since: dict[str, float],
         lease: LeaseSettings,
+        *,
+        change: str,
     ) -> None:
         """After a commit: update local gates, drain their permits, wait out remote leases."""
         settle(
@@ -178,6 +180,7 @@ class Registry:
             held_since,
             lease,
             drain_timeout=self.drain_timeout,
+            change=change,
         )
 
     # -- segments ---------------------------------------------------------------------------
@@ -188,7 +191,7 @@ class Registry:
         Raises:
             DuplicateIdError: A segment with this id exists.
         """
-        check_id(segment_id, "segment")
+        segment_id = check_id(segment_id, "segment")
         if name is not None:
             self._check_text("name", name)
         seg = Segment(id=segment_id, name=segment_id if name is None else name)
@@ -200,7 +203,7 @@ class Registry:
 
     def get_segment(self, segment_id: str) -> Segment:
         """One segment, or `SegmentNotFoundError`."""
-        check_id(segment_id, "segment")
+        segment_id = check_id(segment_id, "segment")
         seg = self.store.get_segment(segment_id)
         if seg is None:
             raise SegmentNotFoundError(segment_id)
@@ -221,7 +224,7 @@ class Registry:
         Archiving an archived segment is an unchanged no-op: it cascades nothing (a
         campaign unarchived since, to be retargeted, stays as it is).
         """
-        check_id(segment_id, "segment")
+        segment_id = check_id(segment_id, "segment")
         self._check_actor(actor)
         if dry_run:
             return self._archive_segment_preview(segment_id)
@@ -287,7 +290,9 @@ class Registry:
                 raise
             silenced = [c.id for c in written]
             silenced.extend(held)
-            self._settle(written, (seg,) if changed else (), silenced, held, lease)
+            self._settle(
+                written, (seg,) if changed else (), silenced, held, lease, change="segment archive"
+            )
             return SegmentChange(
                 segment=seg, changed=changed, campaign_ids=tuple(c.id for c in written)
             )
@@ -318,7 +323,7 @@ class Registry:
         archived segment cannot be resumed until that one is unarchived too. Asking again
         with ``restore_campaigns`` after a plain unarchive restores them then.
         """
-        check_id(segment_id, "segment")
+        segment_id = check_id(segment_id, "segment")
         self._check_actor(actor)
         if type(restore_campaigns) is not bool:
             raise InvalidFieldError("restore_campaigns must be a bool.")
@@ -416,7 +421,7 @@ class Registry:
 
     def get(self, campaign_id: str) -> Campaign:
         """One campaign, or `CampaignNotFoundError`."""
-        check_id(campaign_id)
+        campaign_id = check_id(campaign_id)
         c = self.store.get_campaign(campaign_id)
         if c is None:
             raise CampaignNotFoundError(campaign_id)
@@ -452,7 +457,7 @@ class Registry:
             CampaignArchivedError: The campaign is archived: unarchive it first.
             SegmentArchivedError: A running campaign cannot start targeting an archived segment.
         """
-        check_id(campaign_id)
+        campaign_id = check_id(campaign_id)
         self._check_actor(actor)
         changes: dict[str, Any] = {}
         if name is not None:
@@ -495,12 +500,12 @@ class Registry:
 
     def history(self, campaign_id: str) -> builtins.list[HistoryEntry]:
         """Every change to a campaign, oldest first (readable when archived)."""
-        self.get(campaign_id)
+        campaign_id = self.get(campaign_id).id
         return self.store.history(campaign_id)
 
     def results(self, campaign_id: str) -> Results:
         """What a campaign delivered (kept across archive and unarchive)."""
-        self.get(campaign_id)
+        campaign_id = self.get(campaign_id).id
         return self.store.results(campaign_id)
 
     def record_results(self, deliveries: Iterable[Delivery]) -> None:
@@ -587,7 +592,7 @@ class Registry:
         return self._many(campaign_ids, Trigger.UNARCHIVE, actor)
 
     def _one(self, campaign_id: str, trigger: Trigger, actor: str | None) -> TransitionResult:
-        check_id(campaign_id)
+        campaign_id = check_id(campaign_id)
         self._check_actor(actor)
         plan = self._transition([campaign_id], trigger, actor)
         outcome, campaign, error = plan.outcomes[campaign_id]
@@ -641,7 +646,9 @@ class Registry:
             if lease is not None:
                 silenced = fenced or [c.id for c in plan.written]
                 silenced.extend(plan.held_since)
-                self._settle(plan.written, (), silenced, plan.held_since, lease)
+                self._settle(
+                    plan.written, (), silenced, plan.held_since, lease, change=trigger.value
+                )
             elif plan.written:
                 self._listeners.apply(plan.written)
             return plan

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._clock import Clock, SystemClock
+from ._fork import abandon, reopen_after_fork
 from ._lifecycle import State
 from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
@@ -65,6 +67,8 @@ from .exceptions import (
 )
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("campaign_states")
 
 _T = TypeVar("_T")
 
@@ -408,6 +412,24 @@ class SQLiteStore:
             if isinstance(e, sqlite3.Error):
                 raise translate(e, self.path) from e
             raise
+        reopen_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        # SQLite forbids using a connection across fork(): the child gets its own. The lock
+        # may have been held by a parent thread that does not exist here.
+        abandon(self._conn)
+        self._lock = threading.RLock()
+        try:
+            # create=False: a file deleted since the parent opened it is not recreated
+            # empty; the identity stays the parent's, so a replaced file refuses writes.
+            self._conn = connect(
+                self.path, readonly=self.readonly, busy_timeout=self.busy_timeout, create=False
+            )
+        except sqlite3.Error:
+            log.exception("campaign_states: reopening %s after fork failed", self.path)
+            # A closed connection: every later use raises (translated to a StoreError).
+            self._conn = sqlite3.connect(":memory:")
+            self._conn.close()
 
     def _open(self, lease: LeaseSettings | None) -> None:
         c = self._conn

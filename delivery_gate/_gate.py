@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
+import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final, TypeGuard
 
@@ -21,7 +25,6 @@ from campaign_states import (
     open_registry,
     well_formed_id,
 )
-from campaign_states.exceptions import CampaignStateError
 
 from ._decision import Decision, Reason, channel_index, decision
 from ._filter import split_function
@@ -31,7 +34,12 @@ from ._permit import Permit
 from ._refresh import Refreshing
 from ._results import ResultsBuffer
 from ._snapshot import Snapshot
-from .exceptions import DeliveryBlockedError, GateSettingsError, ResultsNotRecordedError
+from .exceptions import (
+    DeliveryBlockedError,
+    GateClosedOnLoopError,
+    GateSettingsError,
+    ResultsNotRecordedError,
+)
 
 __all__ = ["DeliveryGate"]
 
@@ -44,6 +52,39 @@ _STALE: Final = decision(False, Reason.STALE)
 _UNAVAILABLE: Final = decision(False, Reason.STORE_UNAVAILABLE)
 _MAX_ID: Final = 128
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+# Every open gate, for the fork hook below.
+_gates: weakref.WeakSet[DeliveryGate] = weakref.WeakSet()
+_abandoned: list[object] = []
+
+
+def _after_fork_in_child() -> None:
+    for gate in list(_gates):
+        try:
+            gate._after_fork_in_child()
+        except Exception:
+            log.exception("delivery gate: restarting after fork failed; it denies (STALE)")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _refuse_on_loop() -> None:
+    # No event loop can run where asyncio was never imported; looking it up in sys.modules
+    # keeps asyncio out of the gate's import path.
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return
+    try:
+        aio.get_running_loop()
+    except RuntimeError:
+        return  # no loop runs on this thread: waiting blocks nobody else
+    raise GateClosedOnLoopError(
+        "DeliveryGate.close() was called on a thread running an asyncio event loop: waiting "
+        "there for permits held across an await would block the tasks holding them. Use "
+        "`await gate.aclose()` or `async with gate:`. The gate is still open."
+    )
 
 
 def _valid_id(value: object) -> TypeGuard[str]:
@@ -132,6 +173,10 @@ class DeliveryGate(Refreshing):
         self._rows = self._snapshot.rows
         self._deadline = -math.inf
         self._live: set[Permit] = set()
+        # How many drains (archives, stops, close) are waiting for permits; read without
+        # the lock by denied permits, as a hint to yield (see Permit.__enter__).
+        self._draining = 0
+        self._draining_lock = threading.Lock()
         self._results = ResultsBuffer(registry)
         self._slots = self._results.slots
         self._on_decision = on_decision
@@ -173,10 +218,40 @@ class DeliveryGate(Refreshing):
             registry.unsubscribe(self._listener)
             raise
         if background_refresh:
-            self._thread = threading.Thread(
-                target=self._run, name="delivery-gate-refresh", daemon=True
-            )
-            self._thread.start()
+            self._start_refresher()
+        _gates.add(self)
+
+    def _start_refresher(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="delivery-gate-refresh", daemon=True)
+        self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        """In a child forked from this gate's process: start over as a gate of its own.
+
+        The refresher thread did not survive the fork, the reader's connection is the
+        parent's, locks may have been held by parent threads, the queued deliveries are the
+        parent's to record, and the view was the parent's: deny until a read of the child's
+        own. The store's connections were already replaced (campaign_states registers its
+        fork hook first, and at-fork hooks run in registration order).
+        """
+        if self._closed:
+            return
+        self._refresh_lock = threading.Lock()
+        self._draining_lock = threading.Lock()
+        self._draining = 0
+        self._stop = threading.Event()
+        self._deadline = -math.inf
+        self._token = object()
+        self._seq = 0
+        # Abandoned, never closed: closing could end the parent's session (see
+        # campaign_states' fork notes); kept referenced so no finalizer closes it.
+        _abandoned.append(self._reader)
+        self._reader = None
+        self._gate_rows = None
+        self._live = set()
+        self._results.forget()
+        if self._thread is not None:
+            self._start_refresher()
 
     @classmethod
     def open(
@@ -347,42 +422,114 @@ class DeliveryGate(Refreshing):
     def close(self) -> None:
         """Deny from now on, wait for permits in flight, record their deliveries, release.
 
-        Idempotent. Closes the registry too if the gate opened it (`DeliveryGate.open`).
+        Only permits admitted before the close are waited for: under senders still asking
+        for permits (a worker pool draining its queue), every new one is denied at once and
+        never delays the close. Idempotent. Closes the registry too if the gate opened it
+        (`DeliveryGate.open`). On an event loop's thread, use `aclose` instead.
 
         Raises:
             ResultsNotRecordedError: Some deliveries could not be recorded (the store is
-                down, or permits were still in flight after ``close_timeout``); the error
-                lists them so they can be recorded later. The gate is closed regardless.
+                down, the registry refused them, or permits admitted before the close were
+                still in flight after ``close_timeout``); the error lists them so they can
+                be recorded later. The gate is closed regardless.
+            GateClosedOnLoopError: Called on a thread running an asyncio event loop, where
+                waiting would block the very tasks holding the permits. Nothing was closed.
         """
         if self._closed:
             return
+        _refuse_on_loop()
+        waiting = self._begin_close()
+        end = time.monotonic() + self._close_timeout
+        pause = 0.0002
+        with self._draining_scope():
+            while waiting and time.monotonic() < end:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.005)
+                waiting = self._still_in(waiting)
+        self._finish_close(waiting)
+
+    async def aclose(self) -> None:
+        """`close` for asyncio: waits for permits without blocking the event loop.
+
+        Tasks holding permits across an ``await`` go on running while this waits, and
+        their deliveries are recorded. The blocking steps (stopping the refresher, the
+        final flush) run in a worker thread. Also ``async with gate:``.
+
+        Raises:
+            ResultsNotRecordedError: As `close`.
+        """
+        import asyncio
+
+        if self._closed:
+            return
+        # Taking the refresh lock may wait for a refresh read in progress: off the loop.
+        waiting = await asyncio.to_thread(self._begin_close)
+        end = time.monotonic() + self._close_timeout
+        pause = 0.0002
+        with self._draining_scope():
+            while waiting and time.monotonic() < end:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.005)
+                waiting = self._still_in(waiting)
+        await asyncio.to_thread(self._finish_close, waiting)
+
+    @contextlib.contextmanager
+    def _draining_scope(self) -> Iterator[None]:
+        """While a drain waits for permits: denied permits yield the GIL to those in flight."""
+        # A lock, not `+=` under the GIL: two drains at once must not lose a count.
+        with self._draining_lock:
+            self._draining += 1
+        try:
+            yield
+        finally:
+            with self._draining_lock:
+                self._draining -= 1
+
+    def _begin_close(self) -> list[Permit]:
+        """Deny from now on; the permits that may have been admitted before that."""
         with self._refresh_lock:
             self._closed = True
             self._deadline = -math.inf
         self._stop.set()
+        # Taken after the deadline fell: a permit registered later reads the fallen
+        # deadline when it decides (it registers before deciding) and is denied, so only
+        # the permits in this snapshot can have been admitted. set.copy() is one C call
+        # under the GIL: a consistent snapshot.
+        return list(self._live.copy())
+
+    def _still_in(self, permits: list[Permit]) -> list[Permit]:
+        # Permits hash by identity: whether this very permit is still inside its block.
+        live = self._live
+        return [p for p in permits if p in live]
+
+    def _finish_close(self, waiting: list[Permit]) -> None:
+        # Permits of the snapshot still deciding are denied and leave by themselves; only
+        # the admitted ones still inside their block are in flight.
+        in_flight = sum(1 for p in waiting if p.decision.admitted and p in self._live)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        # New permits are denied now; wait for the admitted ones to leave their blocks.
-        end = time.monotonic() + self._close_timeout
-        while self._live and time.monotonic() < end:
-            time.sleep(0.001)
-        in_flight = len(self._live)
         self.registry.unsubscribe(self._listener)
         self._shutdown_reader()
         error: Exception | None = None
         try:
             self._results.flush()
-        except CampaignStateError as e:
+        except Exception as e:
+            # A store error keeps the counts pending (listed below); anything else is a bug
+            # of ours, reported the same way rather than losing the counts.
             error = e
         finally:
             if self._owns_registry:
                 self.registry.close()
-        if error is not None or in_flight:
-            raise ResultsNotRecordedError(
-                self._results.unrecorded(),
-                in_flight,
-                str(error) if error else f"permits still open after {self._close_timeout:g}s",
+        refused = self._results.refused
+        if error is not None or in_flight or refused:
+            cause = (
+                str(error)
+                if error
+                else f"permits still open after {self._close_timeout:g}s"
+                if in_flight
+                else "refused by the registry"
             )
+            raise ResultsNotRecordedError(self._results.unrecorded(), in_flight, cause, refused)
 
     def __enter__(self) -> DeliveryGate:
         return self
@@ -394,6 +541,17 @@ class DeliveryGate(Refreshing):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    async def __aenter__(self) -> DeliveryGate:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<DeliveryGate {self.registry.url} campaigns={len(self._rows)}>"
