@@ -334,8 +334,8 @@ class StoreReplacedError(StoreUnavailableError):
         what = "deleted" if deleted else "replaced by another file"
         super().__init__(
             f"{path}: the file this store opened was {what} (a backup restored, or the file "
-            "moved?); nothing was changed. Open the store again to use the file the path "
-            "names now."
+            "moved?); nothing was changed through it. Open the store again to use the file "
+            "the path names now (a gate does so by itself)."
         )
 
 

@@ -159,7 +159,11 @@ class Refreshing:
 
     def _fail(self, error: BaseException) -> None:
         if isinstance(error, StoreReplacedError):
-            log.warning("delivery gate: %s Denying now; the next refresh reloads it whole.", error)
+            log.warning(
+                "delivery gate: the store's file %s was replaced or deleted; denying now, and "
+                "reopening the path on the next refresh",
+                error.path,
+            )
         elif not self._failing:
             log.warning("delivery gate: refresh failed (%s); denying once the lease lapses", error)
         self._failing = True
