@@ -228,7 +228,7 @@ def _lease_json(s: LeaseSettings) -> Jsonb:
 
 def _read_lease(conn: psycopg.Connection[Any]) -> LeaseSettings:
     row = conn.execute("SELECT value FROM cs_meta WHERE key = 'lease'").fetchone()
-    return LeaseSettings(**row[0]) if row else DEFAULT_LEASE
+    return LeaseSettings.stored(**row[0]) if row else DEFAULT_LEASE
 
 
 # libpq's connection keywords: the only words of a parse error shown as they are.
@@ -657,6 +657,23 @@ class _Tx:
             return _read_lease(c)
 
 
+def _list_filter(
+    state: State | None, segment: str | None, after: str | None
+) -> tuple[str, list[object]]:
+    where: list[str] = ["true"]
+    args: list[object] = []
+    if state is not None:
+        where.append("state = %s")
+        args.append(state.value)
+    if segment is not None:
+        where.append("id IN (SELECT campaign_id FROM cs_campaign_segments WHERE segment_id = %s)")
+        args.append(segment)
+    if after is not None:
+        where.append("id > %s")
+        args.append(after)
+    return " AND ".join(where), args
+
+
 class PostgresStore:
     """A store in a PostgreSQL database (``postgresql://user@host:port/db``).
 
@@ -882,18 +899,35 @@ class PostgresStore:
             ).fetchone()
         return segment_from_row(row) if row else None
 
-    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
-        """Campaigns, optionally filtered, ordered by id."""
-        sql = f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE true"
-        args: list[object] = []
-        if state is not None:
-            sql += " AND state = %s"
-            args.append(state.value)
-        if segment is not None:
-            sql += " AND id IN (SELECT campaign_id FROM cs_campaign_segments WHERE segment_id = %s)"
-            args.append(segment)
+    def list_campaigns(
+        self,
+        state: State | None,
+        segment: str | None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``.
+
+        The order is the database's collation of ``id`` (byte order under C or C.UTF-8).
+        """
+        where, args = _list_filter(state, segment, after)
+        # The primary key's index gives id order and the start at `after` (keyset paging).
+        sql = f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE {where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            args.append(limit)
         with self._conn() as c:
-            return [campaign_from_row(r) for r in c.execute(sql + " ORDER BY id", args)]
+            return [campaign_from_row(r) for r in c.execute(sql, args)]
+
+    def count_campaigns(
+        self, state: State | None, segment: str | None, *, after: str | None = None
+    ) -> int:
+        """How many campaigns `list_campaigns` would return with no limit."""
+        where, args = _list_filter(state, segment, after)
+        with self._conn() as c:
+            row = c.execute(f"SELECT count(*) FROM cs_campaigns WHERE {where}", args).fetchone()
+        return int(row[0]) if row else 0
 
     def list_segments(self) -> list[Segment]:
         """Every segment, ordered by id."""

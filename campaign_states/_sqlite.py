@@ -285,9 +285,26 @@ def _by_seq(c: Campaign) -> int:
     return c.seq
 
 
+def _list_filter(
+    state: State | None, segment: str | None, after: str | None
+) -> tuple[str, list[object]]:
+    where: list[str] = ["1"]
+    args: list[object] = []
+    if state is not None:
+        where.append("state = ?")
+        args.append(state.value)
+    if segment is not None:
+        where.append("id IN (SELECT campaign_id FROM campaign_segments WHERE segment_id = ?)")
+        args.append(segment)
+    if after is not None:
+        where.append("id > ?")
+        args.append(after)
+    return " AND ".join(where), args
+
+
 @functools.lru_cache(maxsize=8)
 def _lease_from_text(text: str) -> LeaseSettings:
-    return LeaseSettings(**json.loads(text))
+    return LeaseSettings.stored(**json.loads(text))
 
 
 def _read_lease(conn: sqlite3.Connection) -> LeaseSettings:
@@ -510,18 +527,33 @@ class SQLiteStore:
             ).fetchone()
         return segment_from_row(row) if row else None
 
-    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
-        """Campaigns, optionally filtered, ordered by id."""
-        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE 1"
-        args: list[object] = []
-        if state is not None:
-            sql += " AND state = ?"
-            args.append(state.value)
-        if segment is not None:
-            sql += " AND id IN (SELECT campaign_id FROM campaign_segments WHERE segment_id = ?)"
-            args.append(segment)
+    def list_campaigns(
+        self,
+        state: State | None,
+        segment: str | None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``."""
+        where, args = _list_filter(state, segment, after)
+        # The primary key's index gives id order and the start at `after`: a page reads
+        # `limit` rows (more only when a filter skips some), wherever it starts.
+        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE {where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
         with self._guard() as c:
-            return [campaign_from_row(r) for r in c.execute(sql + " ORDER BY id", args)]
+            return [campaign_from_row(r) for r in c.execute(sql, args)]
+
+    def count_campaigns(
+        self, state: State | None, segment: str | None, *, after: str | None = None
+    ) -> int:
+        """How many campaigns `list_campaigns` would return with no limit."""
+        where, args = _list_filter(state, segment, after)
+        with self._guard() as c:
+            (n,) = c.execute(f"SELECT count(*) FROM campaigns WHERE {where}", args).fetchone()
+        return int(n)
 
     def list_segments(self) -> list[Segment]:
         """Every segment, ordered by id."""
