@@ -32,6 +32,7 @@ from ._store import (
     Store,
     WriteTx,
 )
+from ._validation import well_formed_id
 
 __all__ = [
     "AsyncRegistry",
@@ -71,4 +72,5 @@ __all__ = [
     "open_async_registry",
     "open_registry",
     "open_store",
+    "well_formed_id",
 ]

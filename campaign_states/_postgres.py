@@ -16,6 +16,7 @@ archived segment is never running" holds, without deadlocks, is written down at
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -40,6 +41,7 @@ from ._rows import (
     results_from_rows,
     segment_from_row,
 )
+from ._secrets import mask_secrets
 from ._store import ChangeBatch, GateRowBatch, LeaseSettings
 from .exceptions import (
     CampaignStateError,
@@ -227,6 +229,27 @@ def _lease_json(s: LeaseSettings) -> Jsonb:
 def _read_lease(conn: psycopg.Connection[Any]) -> LeaseSettings:
     row = conn.execute("SELECT value FROM cs_meta WHERE key = 'lease'").fetchone()
     return LeaseSettings.stored(**row[0]) if row else DEFAULT_LEASE
+
+
+# libpq's connection keywords: the only words of a parse error shown as they are.
+_KEYWORDS: Final = frozenset(o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults())
+
+
+def _bad_url(url: str, err: psycopg.Error) -> InvalidSettingsError:
+    """A libpq parse error, without echoing the password (libpq quotes the whole URL, or
+    the word it stumbled on, which may be part of a password)."""
+
+    def shown(m: re.Match[str]) -> str:
+        word = m[1]
+        if "://" in word or ("=" in word and len(word) > 1):
+            return f'"{mask_secrets(word)}"'
+        return f'"{word}"' if word in _KEYWORDS or word in ("=", "]") else '"***"'
+
+    reason = re.sub(r'"([^"]*)"', shown, " ".join(str(err).split()))
+    return InvalidSettingsError(
+        f"Bad PostgreSQL URL {mask_secrets(url)!r}: {reason}. Use postgresql://user@host/db "
+        "or a libpq key=value string (host=... dbname=...)."
+    )
 
 
 def _describe(url: str) -> str:
@@ -670,7 +693,7 @@ class PostgresStore:
     Attributes:
         clock: The clock commit times are measured on.
         needs_commit_wait: Always True: gates on other hosts read this store.
-        url: The URL that reopens this store.
+        url: The URL, password masked (``***``): safe to log, not to reconnect with.
     """
 
     needs_commit_wait = True
@@ -692,7 +715,11 @@ class PostgresStore:
                 raise InvalidSettingsError(f"{name} must be a positive number, not {value!r}.")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise InvalidSettingsError(f"pool_size must be a positive int, not {pool_size!r}.")
-        self.url = url
+        if not isinstance(url, str):
+            raise InvalidSettingsError(f"A PostgreSQL URL is a str, not {type(url).__name__}.")
+        # The real URL stays private: `url` (and so Registry.url and a gate's repr) masks
+        # the password, as SQLAlchemy's URL does.
+        self._url = url
         self.clock: Clock = clock or SystemClock()
         self.busy_timeout = float(busy_timeout)
         self.connect_timeout = float(connect_timeout)
@@ -702,11 +729,10 @@ class PostgresStore:
             # libpq rounds connect_timeout to whole seconds and treats 1 as 2.
             "connect_timeout": max(2, round(self.connect_timeout)),
         }
-        app: object = None
         try:
-            app = conninfo_to_dict(url).get("application_name")
-        except psycopg.Error:
-            app = None  # a bad URL: connecting reports it
+            app: object = conninfo_to_dict(url).get("application_name")
+        except psycopg.Error as e:
+            raise _bad_url(url, e) from e
         # Lets a DBA tell the sessions apart: "<name>" for the store's pool, "<name>
         # reader" and "<name> listener" for gates' (see PostgresReader).
         self._connect_kwargs["application_name"] = str(app or "campaign-states")
@@ -717,7 +743,7 @@ class PostgresStore:
 
     def _new_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
         return psycopg_pool.ConnectionPool(
-            self.url,
+            self._url,  # the real URL: `url` masks the password
             kwargs=self._connect_kwargs,
             min_size=1,
             max_size=self._pool_size,
@@ -730,6 +756,11 @@ class PostgresStore:
             name=f"campaign-states {self._where}",
         )
 
+    @property
+    def url(self) -> str:
+        """The store's URL with its password masked (``postgresql://app:***@db/app``)."""
+        return mask_secrets(self._url)
+
     def _after_fork_in_child(self) -> None:
         # The inherited pool's sockets are the parent's sessions and its worker threads did
         # not survive the fork: a pool of the child's own. The old one is abandoned, never
@@ -740,9 +771,9 @@ class PostgresStore:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self.url, **self._connect_kwargs)
+            return psycopg.connect(self._url, **self._connect_kwargs)
         except psycopg.ProgrammingError as e:
-            raise InvalidSettingsError(f"Bad PostgreSQL URL: {e}") from e
+            raise _bad_url(self._url, e) from e
         except psycopg.Error as e:
             raise translate(e, self._where) from e
 
@@ -970,7 +1001,7 @@ class PostgresStore:
 
     def open_reader(self) -> PostgresReader:
         """A dedicated reader with its own connections, for a gate's refresher."""
-        return PostgresReader(self.url, self._connect_kwargs, self._where)
+        return PostgresReader(self._url, self._connect_kwargs, self._where)
 
     def close(self) -> None:
         """Close the pool."""

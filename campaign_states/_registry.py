@@ -23,14 +23,19 @@ from ._lifecycle import (
 from ._listeners import ChangeListener, Listeners, settle
 from ._outcomes import BulkResult, Outcome, SegmentChange, TransitionResult
 from ._planning import Plan, gc_paused, plan, write_transitions
-from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
+from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._store import LeaseSettings, Reader, SetWriteTx, Store, WriteTx
 from ._validation import (
+    ACTOR_LIMIT,
+    CONTENT_LIMIT,
+    NAME_LIMIT,
     check_channels,
     check_distinct_ids,
     check_id,
     check_ids,
+    check_limit,
     check_positive_seconds,
+    check_text,
 )
 from .exceptions import (
     CampaignArchivedError,
@@ -64,16 +69,32 @@ class Registry:
         store: Where records live.
         bulk_limit: Most distinct ids one bulk call may name (checked before any work).
         drain_timeout: How long an archive or stop waits for local permits in flight.
+        name_limit: Most characters in a campaign's or segment's name (default 200).
+        content_limit: Most UTF-8 bytes in a campaign's content (default 128 KiB).
+        actor_limit: Most characters in an actor (default 254, an email address's most).
+
+    Names, content and actors over their limit raise `TextTooLongError`, and ones holding
+    a NUL or a lone surrogate `InvalidTextError`, before any store work.
     """
 
     def __init__(
-        self, store: Store, *, bulk_limit: int = 100_000, drain_timeout: float = 30.0
+        self,
+        store: Store,
+        *,
+        bulk_limit: int = 100_000,
+        drain_timeout: float = 30.0,
+        name_limit: int = NAME_LIMIT,
+        content_limit: int = CONTENT_LIMIT,
+        actor_limit: int = ACTOR_LIMIT,
     ) -> None:
         if isinstance(bulk_limit, bool) or not isinstance(bulk_limit, int) or bulk_limit < 1:
             raise InvalidSettingsError(f"bulk_limit must be a positive int, not {bulk_limit!r}.")
         self.store = store
         self.bulk_limit = bulk_limit
         self.drain_timeout = check_positive_seconds("drain_timeout", drain_timeout)
+        self.name_limit = check_limit("name_limit", name_limit)
+        self.content_limit = check_limit("content_limit", content_limit)
+        self.actor_limit = check_limit("actor_limit", actor_limit)
         self._listeners = Listeners()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -85,7 +106,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        """The URL that reopens this registry's store."""
+        """The store's URL, any password masked (``postgresql://app:***@db/app``)."""
         return self.store.url
 
     def subscribe(self, listener: ChangeListener) -> None:
@@ -196,7 +217,7 @@ class Registry:
         """
         segment_id = check_id(segment_id, "segment")
         if name is not None:
-            _check_text("name", name)
+            self._check_text("name", name)
         seg = Segment(id=segment_id, name=segment_id if name is None else name)
         with self.store.write() as tx:
             seg = attrs.evolve(seg, seq=tx.next_seq(1))
@@ -228,7 +249,7 @@ class Registry:
         campaign unarchived since, to be retargeted, stays as it is).
         """
         segment_id = check_id(segment_id, "segment")
-        _check_actor(actor)
+        self._check_actor(actor)
         if dry_run:
             return self._archive_segment_preview(segment_id)
         cause = f"segment:{segment_id}"
@@ -327,7 +348,7 @@ class Registry:
         with ``restore_campaigns`` after a plain unarchive restores them then.
         """
         segment_id = check_id(segment_id, "segment")
-        _check_actor(actor)
+        self._check_actor(actor)
         if type(restore_campaigns) is not bool:
             raise InvalidFieldError("restore_campaigns must be a bool.")
         for _ in range(_CAS_ATTEMPTS):
@@ -401,9 +422,9 @@ class Registry:
         )
         chans = _nonempty_channels(channels)
         segs = frozenset(check_ids(segments, "segment"))
-        _check_text("name", name)
-        _check_text("content", content)
-        _check_actor(actor)
+        self._check_text("name", name)
+        self._check_text("content", content)
+        self._check_actor(actor)
         campaign = Campaign(
             id=cid,
             name=name,
@@ -521,12 +542,12 @@ class Registry:
             SegmentArchivedError: A running campaign cannot start targeting an archived segment.
         """
         campaign_id = check_id(campaign_id)
-        _check_actor(actor)
+        self._check_actor(actor)
         changes: dict[str, Any] = {}
         if name is not None:
-            changes["name"] = _check_text("name", name)
+            changes["name"] = self._check_text("name", name)
         if content is not None:
-            changes["content"] = _check_text("content", content)
+            changes["content"] = self._check_text("content", content)
         if channels is not None:
             changes["channels"] = _nonempty_channels(channels)
         if segments is not None:
@@ -576,6 +597,11 @@ class Registry:
 
         Recording is allowed on archived campaigns: emissions admitted before an archive
         complete after it.
+
+        Raises:
+            CampaignNotFoundError: A campaign does not exist.
+            InvalidChannelError: A delivery is on a channel its campaign does not have.
+            InvalidValueError: An in-app impression on a channel other than ``in_app``.
         """
         if isinstance(deliveries, Delivery) or not isinstance(deliveries, Iterable):
             raise InvalidFieldError("record_results takes an iterable of Delivery records.")
@@ -586,9 +612,30 @@ class Registry:
                     f"record_results takes Delivery records, not {type(d).__name__}."
                 )
         # Campaigns are never deleted, so checking existence before the write is enough.
+        campaigns: dict[str, Campaign] = {}
         for cid in sorted({d.campaign_id for d in rows}):
-            if self.store.get_campaign(cid) is None:
+            c = self.store.get_campaign(cid)
+            if c is None:
                 raise CampaignNotFoundError(cid)
+            campaigns[cid] = c
+        # What the gate would call INVALID_REQUEST is refused here alike, nothing recorded.
+        for d in rows:
+            if d.kind is Emission.IN_APP_IMPRESSION and d.channel is not Channel.IN_APP:
+                raise InvalidValueError(
+                    f"An in-app impression is counted on the in_app channel only, not "
+                    f"{d.channel.value} (campaign {d.campaign_id!r}); nothing was recorded."
+                )
+            channels = campaigns[d.campaign_id].channels
+            if d.channel not in channels:
+                raise InvalidChannelError(
+                    d.channel.value,
+                    sorted(ch.value for ch in channels),
+                    message=(
+                        f"Campaign {d.campaign_id!r} does not deliver on {d.channel.value} "
+                        f"(its channels: {', '.join(sorted(ch.value for ch in channels))}); "
+                        "nothing was recorded."
+                    ),
+                )
         if rows:
             self.store.add_results(rows)
 
@@ -630,7 +677,7 @@ class Registry:
 
     def _one(self, campaign_id: str, trigger: Trigger, actor: str | None) -> TransitionResult:
         campaign_id = check_id(campaign_id)
-        _check_actor(actor)
+        self._check_actor(actor)
         plan = self._transition([campaign_id], trigger, actor)
         outcome, campaign, error = plan.outcomes[campaign_id]
         if outcome is Outcome.NOT_FOUND:
@@ -645,7 +692,7 @@ class Registry:
     def _many(self, campaign_ids: Iterable[str], trigger: Trigger, actor: str | None) -> BulkResult:
         # Ids are checked, folded (first occurrence order) and counted against the cap
         # while they are read: an oversized request is refused before any store work.
-        _check_actor(actor)
+        self._check_actor(actor)
         with gc_paused():
             ids = check_distinct_ids(campaign_ids, self.bulk_limit)
         return BulkResult(self._transition(ids, trigger, actor).outcomes if ids else {})
@@ -702,6 +749,18 @@ class Registry:
         """Decide ``trigger`` for every id, then write the changes (see `_planning`)."""
         return plan(self.clock, tx, ids, trigger, actor)
 
+    def _check_text(self, field: str, value: object) -> str:
+        if field == "content":
+            return check_text("content", value, self.content_limit, "content_limit", in_bytes=True)
+        return check_text(field, value, self.name_limit, "name_limit", in_bytes=False)
+
+    def _check_actor(self, actor: object) -> None:
+        if actor is None:
+            return
+        if type(actor) is not str:
+            raise InvalidFieldError(f"actor must be a str or None, not {type(actor).__name__}.")
+        check_text("actor", actor, self.actor_limit, "actor_limit", in_bytes=False)
+
     def _require_segments(self, tx: WriteTx, ids: Collection[str]) -> dict[str, Segment]:
         found = tx.segments(ids)
         for sid in sorted(ids):
@@ -745,14 +804,3 @@ def _nonempty_channels(channels: object) -> frozenset[Channel]:
             None, [c.value for c in Channel], message="A campaign needs at least one channel."
         )
     return chans
-
-
-def _check_text(field: str, value: object) -> str:
-    if type(value) is not str:
-        raise InvalidFieldError(f"{field} must be a str, not {type(value).__name__}.")
-    return value
-
-
-def _check_actor(actor: object) -> None:
-    if actor is not None and type(actor) is not str:
-        raise InvalidFieldError(f"actor must be a str or None, not {type(actor).__name__}.")

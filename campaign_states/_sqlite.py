@@ -49,7 +49,9 @@ from ._sqlite_sql import (
     SCHEMA,
     SCHEMA_VERSION,
     UPDATE_ONE,
+    close_connection,
     connect,
+    file_identity,
     rollback,
     translate,
 )
@@ -60,6 +62,8 @@ from .exceptions import (
     DuplicateIdError,
     ForeignStoreError,
     InvalidSettingsError,
+    StoreNotFoundError,
+    StoreReplacedError,
 )
 
 __all__ = ["SQLiteStore"]
@@ -324,10 +328,15 @@ class _Write(AbstractContextManager[_Tx]):
         store._lock.acquire()
         try:
             store._conn.execute("BEGIN IMMEDIATE")
+            # After BEGIN: a file replaced while this waited for the write lock is caught
+            # too. (A replacement between here and COMMIT is not: a rename is not locked.)
+            store.check_file()
         except sqlite3.Error as e:
+            rollback(store._conn)
             store._lock.release()
             raise translate(e, store.path) from e
         except BaseException:
+            rollback(store._conn)
             store._lock.release()
             raise
         return _Tx(store._conn)
@@ -365,6 +374,11 @@ class SQLiteStore:
         clock: The clock commit times are measured on (must be host-wide: the default
             ``CLOCK_BOOTTIME`` is).
         lease: Lease settings written into a new store (an existing store keeps its own).
+        create: Create the file and the schema when the path holds no store (the
+            default); with False, a missing or empty file raises `StoreNotFoundError`.
+
+    Every write first checks that the path still names the file this store opened: after
+    a backup is moved over it, or it is deleted, writes raise `StoreReplacedError`.
     """
 
     needs_commit_wait = True
@@ -379,11 +393,14 @@ class SQLiteStore:
         busy_timeout: float = 5.0,
         clock: Clock | None = None,
         lease: LeaseSettings | None = None,
+        create: bool = True,
     ) -> None:
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             raise InvalidSettingsError(f"An SQLite store needs a file path, not {path!r:.60}.")
         if type(readonly) is not bool:
             raise InvalidSettingsError(f"readonly must be a bool, not {readonly!r:.40}.")
+        if type(create) is not bool:
+            raise InvalidSettingsError(f"create must be a bool, not {create!r:.40}.")
         if lease is not None and not isinstance(lease, LeaseSettings):
             raise InvalidSettingsError("lease must be a LeaseSettings.")
         self.path = str(os.fspath(path))
@@ -392,12 +409,21 @@ class SQLiteStore:
         self.clock: Clock = clock or SystemClock()
         self.url = "sqlite:///" + urllib.parse.quote(self.path) + ("?mode=ro" if readonly else "")
         self._lock = threading.RLock()
+        self._create = create
         try:
-            self._conn = connect(self.path, readonly=readonly, busy_timeout=self.busy_timeout)
+            self._conn = connect(
+                self.path, readonly=readonly, busy_timeout=self.busy_timeout, create=create
+            )
         except sqlite3.Error as e:
+            if not create and file_identity(self.path) is None:
+                raise StoreNotFoundError(self.path) from e
             raise translate(e, self.path) from e
         try:
             self._open(lease)
+            # The file the connection opened (SQLite opens it in connect and has read its
+            # header by now). A rename in the microseconds between would make the first
+            # write refuse, never write to the wrong file.
+            self._identity = file_identity(self.path)
         except BaseException as e:
             self._conn.close()
             if isinstance(e, sqlite3.Error):
@@ -411,7 +437,11 @@ class SQLiteStore:
         abandon(self._conn)
         self._lock = threading.RLock()
         try:
-            self._conn = connect(self.path, readonly=self.readonly, busy_timeout=self.busy_timeout)
+            # create=False: a file deleted since the parent opened it is not recreated
+            # empty; the identity stays the parent's, so a replaced file refuses writes.
+            self._conn = connect(
+                self.path, readonly=self.readonly, busy_timeout=self.busy_timeout, create=False
+            )
         except sqlite3.Error:
             log.exception("campaign_states: reopening %s after fork failed", self.path)
             # A closed connection: every later use raises (translated to a StoreError).
@@ -421,6 +451,10 @@ class SQLiteStore:
     def _open(self, lease: LeaseSettings | None) -> None:
         c = self._conn
         (app_id,) = c.execute("PRAGMA application_id").fetchone()
+        if app_id == 0 and not self._create:
+            (tables,) = c.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if tables == 0:
+                raise StoreNotFoundError(self.path, " (the file is empty)")
         if app_id == 0 and not self.readonly:
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -466,6 +500,12 @@ class SQLiteStore:
                 yield self._conn
             except sqlite3.Error as e:
                 raise translate(e, self.path) from e
+
+    def check_file(self) -> None:
+        """Raise `StoreReplacedError` unless the path still names the file opened."""
+        now = file_identity(self.path)
+        if now != self._identity:
+            raise StoreReplacedError(self.path, deleted=now is None)
 
     def write(self) -> _Write:
         """A durable write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
@@ -547,6 +587,7 @@ class SQLiteStore:
             try:
                 c.execute("BEGIN IMMEDIATE")
                 try:
+                    self.check_file()
                     c.executemany(
                         "INSERT INTO results (campaign_id, channel, kind, count) VALUES (?,?,?,?) "
                         "ON CONFLICT (campaign_id, channel, kind) "
@@ -582,25 +623,53 @@ class SQLiteStore:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            close_connection(self._conn, self.path, self._identity)
 
 
 class SQLiteReader:
     """A gate's own connection: ``PRAGMA data_version`` to notice commits, then a delta read.
 
     ``data_version`` changes when another connection commits, and this one never writes.
+    It opens an existing store only (a reader must never create an empty one where a
+    deleted file was), and `version_token` first checks that the path still names the file
+    it opened: a gate must not renew its lease from a file replaced by a backup.
     """
 
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
         self.path = path
         try:
-            self._conn = connect(path, readonly=False, busy_timeout=busy_timeout)
+            self._conn = connect(path, readonly=False, busy_timeout=busy_timeout, create=False)
         except sqlite3.Error as e:
+            if file_identity(path) is None:
+                raise StoreNotFoundError(path) from e
             raise translate(e, path) from e
+        try:
+            (app_id,) = self._conn.execute("PRAGMA application_id").fetchone()
+            self._identity = file_identity(path)
+        except sqlite3.Error as e:
+            self._conn.close()
+            raise translate(e, path) from e
+        if app_id != APPLICATION_ID:
+            self._conn.close()
+            raise ForeignStoreError(
+                f"{path} is not a campaign-states store (application_id {app_id:#x}): a gate "
+                "cannot read it. Restore the store's file at that path."
+            )
         self._lock = threading.Lock()
 
+    def check_file(self) -> None:
+        """Raise `StoreReplacedError` unless the path still names the file opened."""
+        now = file_identity(self.path)
+        if now != self._identity:
+            raise StoreReplacedError(self.path, deleted=now is None)
+
     def version_token(self) -> object:
-        """Changes whenever any other connection commits."""
+        """Changes whenever any other connection commits.
+
+        Raises:
+            StoreReplacedError: The path names another file now, or none.
+        """
+        self.check_file()
         with self._lock:
             try:
                 return self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -646,7 +715,7 @@ class SQLiteReader:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            close_connection(self._conn, self.path, self._identity)
 
 
 def _campaigns(rows: sqlite3.Cursor) -> list[Campaign]:

@@ -317,13 +317,15 @@ class Store(Protocol):
         needs_commit_wait: False only for a store no other process can read (memory).
         clock_is_shared: Whether every writer's ``clock`` is one clock (one host's
             ``CLOCK_BOOTTIME``), so times recorded by one compare with another's now.
-        url: The URL that reopens this store.
     """
 
     clock: Clock
     needs_commit_wait: bool
     clock_is_shared: bool
-    url: str
+
+    @property
+    def url(self) -> str:
+        """The store's URL, any password masked (``***``): safe to log and show."""
 
     def write(self) -> AbstractContextManager[WriteTx]:
         """A durable write transaction, committed when the block exits cleanly."""

@@ -16,6 +16,7 @@ from typing import Final
 import attrs
 
 from campaign_states import ChangeBatch, GateRowBatch, LeaseSettings, Reader, Registry
+from campaign_states.exceptions import StoreReplacedError, StoreUnavailableError
 
 from ._decision import Row
 from ._results import FLUSH_AT, ResultsBuffer
@@ -80,6 +81,10 @@ class Refreshing:
     _gate_rows: Callable[[int], GateRowBatch] | None
     _refresh_lock: threading.Lock
     _stop: threading.Event
+    # Set when the store's file was replaced (or its sequence went back): the next read is
+    # a full load into an emptied view. A class default: `DeliveryGate.__init__` need not
+    # know about it.
+    _reload: bool = False
 
     def refresh(self) -> bool:
         """Refresh the view now (the background thread does this every ``refresh`` s).
@@ -114,14 +119,31 @@ class Refreshing:
             self._token = object()
         # The token is read before the changes: a commit landing between the two is in the
         # read or changes the token again, so the next probe reads it. Never missed.
+        # (SQLite's version_token first checks that the path still names the file it
+        # opened, raising StoreReplacedError otherwise: see _fail.)
         token = self._reader.version_token()
         if token != self._token:
             batch: ChangeBatch | GateRowBatch
             if self._gate_rows is not None:
                 batch = self._gate_rows(self._seq)
-                self._snapshot.apply_rows(batch)
             else:
                 batch = self._reader.changes_since(self._seq)
+            if batch.seq < self._seq:
+                # The sequence never goes back in a live store: this one was restored in
+                # place (the backup API). Rows changed after the backup would be missed by
+                # a delta from our sequence: deny, and load it whole on the next refresh.
+                old = self._seq
+                self._start_reload()
+                raise StoreUnavailableError(
+                    f"the store's change sequence went back from {old} to {batch.seq} (a "
+                    "backup restored?); denying until the gate has reloaded it whole"
+                )
+            if self._reload:
+                self._snapshot.reset()
+                self._reload = False
+            if isinstance(batch, GateRowBatch):
+                self._snapshot.apply_rows(batch)
+            else:
                 self._snapshot.apply(batch.campaigns, batch.segments)
             self._seq = batch.seq
             self._settings = batch.lease
@@ -136,14 +158,34 @@ class Refreshing:
         self._last_error = None
 
     def _fail(self, error: BaseException) -> None:
-        if not self._failing:
+        if isinstance(error, StoreReplacedError):
+            log.warning(
+                "delivery gate: the store's file %s was replaced or deleted; denying now, and "
+                "reopening the path on the next refresh",
+                error.path,
+            )
+        elif not self._failing:
             log.warning("delivery gate: refresh failed (%s); denying once the lease lapses", error)
         self._failing = True
         self._failures += 1
         self._last_error = f"{type(error).__name__}: {error}"
-        if self._failures % _REOPEN_AFTER == 0:
+        if isinstance(error, StoreReplacedError):
+            # The path names another file now, or none: what this view holds may be wrong
+            # in either direction (a restored file can have a campaign running that the old
+            # one archived, or be archived there by now). Deny at once rather than at the
+            # end of the lease, and reopen the path on the next refresh.
+            self._start_reload()
+        elif self._failures % _REOPEN_AFTER == 0:
             # A connection can stay broken after the store came back: start afresh.
             self._shutdown_reader()
+
+    def _start_reload(self) -> None:
+        """Deny now; the next refresh opens a new reader and loads the store whole."""
+        self._deadline = -math.inf
+        self._seq = 0
+        self._token = object()
+        self._reload = True
+        self._shutdown_reader()
 
     def _invalidate(self, why: str) -> None:
         """Deny everything until a refresh re-reads the store from scratch."""

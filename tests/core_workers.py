@@ -53,7 +53,7 @@ def write_past_file_limit(path: str, limit: int, content_size: int) -> tuple[str
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     store = SQLiteStore(path)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-    reg = Registry(store)
+    reg = Registry(store, content_limit=content_size)  # the disk refuses it, not the limit
     try:
         reg.create_campaign(
             name="big", channels=["email"], content="x" * content_size, campaign_id="big"

@@ -33,7 +33,10 @@ Run = Callable[..., Result]
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+    """An empty store: commands other than the creating ones refuse a missing one."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    open_registry(url).close()
+    return url
 
 
 @pytest.fixture

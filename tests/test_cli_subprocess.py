@@ -59,6 +59,10 @@ class TestProcesses:
         assert (1, "archived") == (denied.returncode, json.loads(denied.stdout)["reason"])
 
     def test_exit_codes_and_one_line_errors(self, cs):
+        no_store = cs("show", "nope")
+        assert (2, "") == (no_store.returncode, no_store.stdout)
+        assert no_store.stderr.startswith("Error: no store at ")
+        cs("segment", "create", "seg-x")  # creates the store
         missing = cs("show", "nope")
         assert (1, "", "Error: Campaign 'nope' does not exist.\n") == (
             missing.returncode,

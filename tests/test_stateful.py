@@ -39,6 +39,7 @@ from campaign_states.exceptions import (
     CampaignArchivedError,
     CampaignNotFoundError,
     DuplicateIdError,
+    InvalidChannelError,
     InvalidIdError,
     InvalidIdTypeError,
     SegmentArchivedError,
@@ -213,7 +214,8 @@ def machine(
                 name=cid, channels=channels, segments=segs, campaign_id=cid, actor=actor
             )
             m.campaigns[cid] = {"state": STOP, "version": 1, "segments": set(segs),
-                                "archive_cause": None, "name": cid}  # fmt: skip
+                                "archive_cause": None, "name": cid,
+                                "channels": {Channel(ch) for ch in channels}}  # fmt: skip
             m.history[cid] = [("create", None, STOP, actor, None, 1)]
             m.results[cid] = Counter()
 
@@ -331,6 +333,10 @@ def machine(
             unknown = [d.campaign_id for d in rows if d.campaign_id not in self.model.campaigns]
             if unknown:
                 with raises(CampaignNotFoundError):
+                    self.reg.record_results(rows)
+                return
+            if any(d.channel not in self.model.campaigns[d.campaign_id]["channels"] for d in rows):
+                with raises(InvalidChannelError):
                     self.reg.record_results(rows)
                 return
             self.reg.record_results(rows)

@@ -40,7 +40,11 @@ _USAGE_ERRORS: Final = (
     exc.InvalidChannelError,
     exc.InvalidFieldError,
     exc.InvalidSettingsError,
+    exc.InvalidTextError,
     exc.BulkLimitError,
+    # A command that reads or changes campaigns named a path that holds no store: most
+    # likely a typo in --store, which must not leave an empty store behind.
+    exc.StoreNotFoundError,
 )
 
 
@@ -166,9 +170,14 @@ class Env:
 
     @property
     def registry(self) -> Registry:
-        """The registry on ``--store`` (opened once per command)."""
+        """The registry on ``--store`` (opened once per command); refuses a path that
+        holds no store (`StoreNotFoundError`, exit 2) rather than creating one."""
+        return self.open_registry(create=False)
+
+    def open_registry(self, *, create: bool) -> Registry:
+        """The registry on ``--store``; ``create=True`` only for commands that create."""
         if self._registry is None:
-            reg = open_registry(self.url)
+            reg = open_registry(self.url, create=create)
             self.ctx.call_on_close(reg.close)
             self._registry = reg
         return self._registry

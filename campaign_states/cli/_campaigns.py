@@ -51,7 +51,7 @@ def create(
     as_json: bool,
 ) -> None:
     """Create a campaign (it starts stopped; `resume` launches it)."""
-    c = env.registry.create_campaign(
+    c = env.open_registry(create=True).create_campaign(
         name=name,
         channels=channels,
         segments=segments,

@@ -30,7 +30,7 @@ def segment() -> None:
 @pass_env
 def segment_create(env: Env, segment_id: str, name: str | None, as_json: bool) -> None:
     """Create an active segment."""
-    s = env.registry.create_segment(segment_id, name=name)
+    s = env.open_registry(create=True).create_segment(segment_id, name=name)
     if as_json:
         r.print_json(r.segment_json(s))
         return
