@@ -738,8 +738,23 @@ class PostgresStore:
         self._connect_kwargs["application_name"] = str(app or "campaign-states")
         self._create_schema(lease or DEFAULT_LEASE)
         self._pool_size = pool_size
-        self._pool = self._new_pool()
+        self._closed = False
+        self._pool_lock = threading.Lock()
+        # None in a forked child until its first use (see _after_fork_in_child).
+        self._pool_or_none: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] | None = (
+            self._new_pool()
+        )
         reopen_after_fork(self)
+
+    @property
+    def _pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+        pool = self._pool_or_none
+        if pool is None:
+            with self._pool_lock:
+                if self._pool_or_none is None:
+                    self._pool_or_none = self._new_pool()
+                pool = self._pool_or_none
+        return pool
 
     def _new_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
         return psycopg_pool.ConnectionPool(
@@ -766,8 +781,12 @@ class PostgresStore:
         # not survive the fork: a pool of the child's own. The old one is abandoned, never
         # closed (closing would end the parent's sessions; psycopg's finalizer already
         # skips connections made in another process).
-        abandon(self._pool)
-        self._pool = self._new_pool()
+        # A new pool is made at the child's first use, not here (no I/O in an at-fork hook).
+        if self._closed:
+            return
+        abandon(self._pool_or_none)
+        self._pool_or_none = None
+        self._pool_lock = threading.Lock()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -1005,7 +1024,10 @@ class PostgresStore:
 
     def close(self) -> None:
         """Close the pool."""
-        self._pool.close()
+        self._closed = True
+        pool = self._pool_or_none
+        if pool is not None:
+            pool.close()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r})"

@@ -410,6 +410,9 @@ class SQLiteStore:
         self.url = "sqlite:///" + urllib.parse.quote(self.path) + ("?mode=ro" if readonly else "")
         self._lock = threading.RLock()
         self._create = create
+        self._closed = False
+        # None in a forked child until its first use reopens it (see _after_fork_in_child).
+        self._connection: sqlite3.Connection | None = None
         try:
             self._conn = connect(
                 self.path, readonly=readonly, busy_timeout=self.busy_timeout, create=create
@@ -431,22 +434,39 @@ class SQLiteStore:
             raise
         reopen_after_fork(self)
 
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        c = self._connection
+        return c if c is not None else self._reopen()
+
+    @_conn.setter
+    def _conn(self, conn: sqlite3.Connection) -> None:
+        self._connection = conn
+
     def _after_fork_in_child(self) -> None:
-        # SQLite forbids using a connection across fork(): the child gets its own. The lock
-        # may have been held by a parent thread that does not exist here.
-        abandon(self._conn)
+        # SQLite forbids using a connection across fork(): the child gets its own, opened
+        # at its first use rather than here (no I/O in an at-fork hook: a child of a process
+        # with many stores open pays only for those it uses). The lock may have been held by
+        # a parent thread that does not exist here.
+        if self._closed:
+            return
+        abandon(self._connection)
+        self._connection = None
         self._lock = threading.RLock()
-        try:
-            # create=False: a file deleted since the parent opened it is not recreated
-            # empty; the identity stays the parent's, so a replaced file refuses writes.
-            self._conn = connect(
-                self.path, readonly=self.readonly, busy_timeout=self.busy_timeout, create=False
-            )
-        except sqlite3.Error:
-            log.exception("campaign_states: reopening %s after fork failed", self.path)
-            # A closed connection: every later use raises (translated to a StoreError).
-            self._conn = sqlite3.connect(":memory:")
-            self._conn.close()
+
+    def _reopen(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._connection is not None:
+                return self._connection
+            try:
+                # create=False: a file deleted since the parent opened it is not recreated
+                # empty; the identity stays the parent's, so a replaced file refuses writes.
+                self._connection = connect(
+                    self.path, readonly=self.readonly, busy_timeout=self.busy_timeout, create=False
+                )
+            except sqlite3.Error as e:
+                raise translate(e, self.path) from e
+            return self._connection
 
     def _open(self, lease: LeaseSettings | None) -> None:
         c = self._conn
@@ -623,7 +643,9 @@ class SQLiteStore:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            close_connection(self._conn, self.path, self._identity)
+            self._closed = True
+            if self._connection is not None:
+                close_connection(self._connection, self.path, self._identity)
 
 
 class SQLiteReader:
