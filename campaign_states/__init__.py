@@ -18,6 +18,7 @@ from ._lifecycle import (
 from ._listeners import ChangeListener
 from ._open import open_registry, open_store
 from ._outcomes import BulkResult, ItemOutcome, Outcome, SegmentChange, TransitionResult
+from ._queries import CampaignQuery, HistoryQuery
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._registry import Registry
 from ._store import (
@@ -36,6 +37,7 @@ __all__ = [
     "BulkResult",
     "CAMPAIGN_LIFECYCLE",
     "Campaign",
+    "CampaignQuery",
     "ChangeBatch",
     "ChangeListener",
     "Channel",
@@ -47,6 +49,7 @@ __all__ = [
     "GateRow",
     "GateRowBatch",
     "HistoryEntry",
+    "HistoryQuery",
     "ItemOutcome",
     "LeaseSettings",
     "Lifecycle",
