@@ -28,7 +28,7 @@ from . import _history as h
 from . import _pages as p
 from . import _segments as s
 from ._base import HERE, Console, error_page
-from ._changes import job_page, status_of
+from ._changes import job_page, nothing_changed, status_of
 from ._security import Auth, SecurityHeaders
 from ._users import Users
 
@@ -67,7 +67,7 @@ def _routes() -> list[Route | Mount]:
 
 
 async def _library_error(request: Request, error: Exception) -> Response:
-    return error_page(request, status_of(error), f"{error} Nothing was changed.")
+    return error_page(request, status_of(error), f"{error}{nothing_changed(error)}")
 
 
 async def _http_error(request: Request, error: Exception) -> Response:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from campaign_states import BulkResult, Outcome, SegmentChange, TransitionResult, Trigger
+from campaign_states import exceptions as exc
 
 from ._base import STATUS_OF, call, console, error_page, flash, render, see_other
 from ._jobs import Job
@@ -26,6 +27,13 @@ _PAST: Final = {
     "stop": "Stopped",
     "resume": "Resumed",
 }
+
+
+def nothing_changed(error: BaseException) -> str:
+    """ " Nothing was changed." unless the error means the change may have happened."""
+    if isinstance(error, exc.CommitUnknownError | exc.DrainTimeoutError):
+        return ""
+    return " Nothing was changed."
 
 
 def status_of(error: BaseException) -> int:
@@ -60,7 +68,7 @@ def summary(job: Job) -> dict[str, Any]:
     """What a finished job's page shows."""
     error = job.future.exception()
     if error is not None:
-        return {"error": str(error), "status": status_of(error)}
+        return {"error": str(error) + nothing_changed(error), "status": status_of(error)}
     result = job.future.result()
     out: dict[str, Any] = {"error": None, "status": 200}
     if job.kind == "trigger":
@@ -91,8 +99,9 @@ async def start_and_finish(
     meta: dict[str, Any],
     silencing: bool,
 ) -> Response:
-    """Start ``fn`` as a job; a quick single trigger returns to ``back`` with a message,
-    everything else (and anything still waiting) goes to its job page."""
+    """Start ``fn`` as a job. Refused at once (bad input, not allowed): its error page.
+    A quick single trigger: back to ``back`` with a message. Anything else, or still
+    waiting: its job page."""
     con = console(request)
     expected = await call(expected_wait, request) if silencing else 0.0
     job = con.jobs.start(
@@ -100,12 +109,13 @@ async def start_and_finish(
     )
     # Waited for in a worker thread: the event loop keeps serving other requests.
     await call(concurrent.futures.wait, [job.future], con.wait_inline)
-    if job.done and kind == "trigger":
+    if job.done:
         s = summary(job)
         if s["error"] is not None:
             return error_page(request, s["status"], s["error"])
-        flash(request, s["message"])
-        return see_other(back)
+        if kind == "trigger":
+            flash(request, s["message"])
+            return see_other(back)
     return see_other(f"/jobs/{job.id}")
 
 

@@ -48,6 +48,7 @@ async def login_form(request: Request) -> Response:
         {
             "next": safe_back(request.query_params.get("next"), "/campaigns"),
             "users": bool(con.auth.users),
+            "token": con.auth.token is not None,
             "error": None,
         },
     )
@@ -59,6 +60,10 @@ async def login(request: Request) -> Response:
     f = await form(request)
     name, password = f.get("username"), f.get("password")
     nxt = safe_back(f.get("next"), "/campaigns")
+    offered = f.get("token")
+    if isinstance(offered, str) and offered and con.auth.token_matches(offered):
+        con.auth.log_in_token(request)
+        return see_other(nxt)
     user = None
     if isinstance(name, str) and isinstance(password, str) and con.auth.users is not None:
         # Argon2 verification takes tens of milliseconds on purpose: off the event loop.
@@ -67,7 +72,12 @@ async def login(request: Request) -> Response:
         return render(
             request,
             "login.html",
-            {"next": nxt, "users": bool(con.auth.users), "error": "Wrong user name or password."},
+            {
+                "next": nxt,
+                "users": bool(con.auth.users),
+                "token": con.auth.token is not None,
+                "error": "Wrong user name or password." if name else "Wrong token.",
+            },
             status=401,
         )
     con.auth.log_in_user(request, user.name)
