@@ -41,11 +41,11 @@ if _REASON is not None:
         pytest.fail(f"CAMPAIGN_STATES_REQUIRE_BROWSER=1 but {_REASON}", pytrace=False)
     pytest.skip(_REASON, allow_module_level=True)
 
-import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+import uvicorn  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
-from campaign_states import Channel, Delivery, Emission, Registry, open_registry
-from campaign_states.web import Role, Users, create_app
+from campaign_states import Channel, Delivery, Emission, Registry, open_registry  # noqa: E402
+from campaign_states.web import Role, Users, create_app  # noqa: E402
 
 USER, PASSWORD = "olga", "olga-pw-123"
 
