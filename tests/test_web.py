@@ -119,6 +119,14 @@ class TestLoginRequired:
         assert 303 == c.get(f"/?token={token}").status_code
         assert 200 == c.get("/campaigns").status_code
 
+    def test_generated_token_when_the_users_file_is_missing(self, reg, tmp_path):
+        """No one could log in otherwise."""
+        app = create_app(reg, users=tmp_path / "missing.json")
+        assert isinstance(app.state.login_token, str)
+
+    def test_no_generated_token_when_users_exist(self, reg, users):
+        assert create_app(reg, users=users).state.login_token is None
+
     def test_short_token_refused(self, reg):
         with pytest.raises(ValueError):
             create_app(reg, token="short")

@@ -177,9 +177,7 @@ def test_walkthrough(server: tuple[str, Registry], page: Page) -> None:
     waiting = page.get_by_text("Waiting for gates")
     if waiting.is_visible():
         shot(page, "05-waiting-for-gates")
-    expect(page.get_by_text("Confirmed: no gate admits it any more.")).to_be_visible(
-        timeout=30_000
-    )
+    expect(page.get_by_text("Confirmed: no gate admits it any more.")).to_be_visible(timeout=30_000)
     shot(page, "06-archive-confirmed")
     page.get_by_role("link", name="Back").click()
     expect(page.get_by_role("checkbox", name="Select Cyber Monday")).to_be_visible()

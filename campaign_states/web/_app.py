@@ -111,8 +111,8 @@ def create_app(
     """The operator console for ``registry``, as an ASGI app (serve it, or mount it).
 
     Every page needs a login: a user from ``users`` (see `campaign-states users`), or the
-    admin ``token`` (``/?token=...``). With neither, a token is generated: read it from
-    ``app.state.login_token``.
+    admin ``token`` (``/?token=...``). With no token and no users (none given, or the file
+    missing or empty), a token is generated: read it from ``app.state.login_token``.
 
     Args:
         registry: What it operates. The app does not close it.
@@ -126,7 +126,8 @@ def create_app(
     """
     if isinstance(users, str | os.PathLike):
         users = Users(users)
-    if users is None and token is None:
+    if not users and token is None:
+        # No one could log in otherwise (a missing or empty users file).
         token = secrets.token_urlsafe(24)
     if token is not None and len(token) < 16:
         raise ValueError("A login token must be at least 16 characters.")
