@@ -63,3 +63,34 @@
   });
   document.addEventListener("DOMContentLoaded", updateCount);
 })();
+
+// A confirmation opened over the page (by htmx): Escape or Cancel closes it in place,
+// and focus moves into it when it opens.
+(function () {
+  function opened() {
+    var all = document.querySelectorAll("body > .backdrop");
+    return all.length ? all[all.length - 1] : null;
+  }
+  document.addEventListener("htmx:afterSwap", function () {
+    document.querySelectorAll('[aria-haspopup="menu"][aria-expanded="true"]').forEach(function (b) {
+      b.setAttribute("aria-expanded", "false");
+      document.getElementById(b.getAttribute("aria-controls")).hidden = true;
+    });
+    var d = opened();
+    if (d) {
+      var confirm = d.querySelector("button[type=submit]");
+      if (confirm) confirm.focus();
+    }
+  });
+  document.addEventListener("keydown", function (event) {
+    var d = opened();
+    if (d && event.key === "Escape") d.remove();
+  });
+  document.addEventListener("click", function (event) {
+    var d = opened();
+    if (d && event.target.closest("[data-cancel]") && d.contains(event.target)) {
+      d.remove();
+      event.preventDefault();
+    }
+  });
+})();
