@@ -278,7 +278,7 @@ def test_walkthrough(server: tuple[str, Registry], page: Page) -> None:
     assert {USER} == {e.actor for e in reg.event_log(since=0, limit=1000) if e.actor != "seed"}
 
 
-def test_viewer_controls_and_keyboard(server: tuple[str, Registry], page: Page) -> None:
+def test_row_menu_keyboard(server: tuple[str, Registry], page: Page) -> None:
     """The row menu works from the keyboard (Enter opens, arrows move, Escape closes)."""
     base, _reg = server
     log_in(page, base)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from campaign_states import Channel, State, Trigger
+from campaign_states.exceptions import CampaignNotFoundError
 
 from ._base import (
     MAX_FORM_IDS,
@@ -240,7 +241,9 @@ async def bulk_confirm(request: Request) -> Response:
     con = console(request)
     who = con.auth.require(request, change=True)
     trigger, ids, back = _bulk_form(await form(request))
-    n = len(dict.fromkeys(ids))
+    distinct = list(dict.fromkeys(ids))
+    n = len(distinct)
+    shown = [await _label(con, cid) for cid in distinct[:20]]
     return render(
         request,
         "confirm.html",
@@ -249,13 +252,22 @@ async def bulk_confirm(request: Request) -> Response:
             "title": f"{_LABEL[trigger]} {n} selected campaign{'s' if n != 1 else ''}?",
             "fields": {"trigger": trigger, "back": back},
             "ids": ids,
-            "items": ids[:20],
+            "items": shown,
             "more": max(0, n - 20),
             "explain": _explain(trigger, n),
             "back": back,
         },
         who=who,
     )
+
+
+async def _label(con: Any, cid: str) -> str:
+    # A bad id gets its error page here, before the confirmation.
+    try:
+        c = await call(con.registry.get, cid)
+    except CampaignNotFoundError:
+        return f"{cid} (not found)"
+    return f"{c.name} ({c.id})"
 
 
 async def bulk(request: Request) -> Response:
