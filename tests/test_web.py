@@ -788,3 +788,38 @@ class TestShutdown:
         jobs.shutdown()
         assert job.done
         assert "done" == job.future.result()
+
+
+class TestServe:
+    """`serve` prints a token login URL, builds the app, and keeps the token out of logs."""
+
+    def test_prints_login_url_and_serves(self, tmp_path, monkeypatch):
+        import uvicorn
+        from click.testing import CliRunner
+
+        from campaign_states.cli import app
+
+        served = {}
+        monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+        r = CliRunner().invoke(
+            app(),
+            ["--store", "memory://", "serve", "--port", "8099", "--users",
+             str(tmp_path / "none.json"), "--token", TOKEN],
+        )  # fmt: skip
+        assert 0 == r.exit_code, r.output
+        assert f"http://127.0.0.1:8099/?token={TOKEN}" in r.output
+        assert ("127.0.0.1", 8099) == (served["host"], served["port"])
+        assert TOKEN == served["app"].state.login_token
+
+    def test_token_is_redacted_in_the_access_log(self):
+        import logging
+
+        from campaign_states.cli._web import _RedactToken
+
+        record = logging.LogRecord(
+            "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s"', (
+                "127.0.0.1", "GET", f"/?next=/x&token={TOKEN}&a=1"), None,
+        )  # fmt: skip
+        assert _RedactToken().filter(record)
+        assert TOKEN not in record.getMessage()
+        assert "token=***&a=1" in record.getMessage()
