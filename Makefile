@@ -37,7 +37,7 @@ wheel-check: $(STAMP)
 	  files = [campaign_states.__file__, delivery_gate.__file__]; \
 	  assert all('site-packages' in f for f in files), files; print('testing the wheel:', *files)"
 	$(WHEEL_VENV)/bin/pytest -q tests/test_exports.py tests/test_registry.py tests/test_gate.py \
-	  tests/test_diagrams.py tests/test_readme.py README.md -k "not postgres"
+	  tests/test_diagrams.py tests/test_readme.py tests/test_web.py README.md -k "not postgres"
 
 ## ruff and mypy, as CI runs them.
 lint: $(STAMP)
