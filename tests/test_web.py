@@ -823,3 +823,69 @@ class TestServe:
         assert _RedactToken().filter(record)
         assert TOKEN not in record.getMessage()
         assert "token=***&a=1" in record.getMessage()
+
+
+class TestEventLoop:
+    """A long archive runs in a worker thread: the event loop keeps serving other pages."""
+
+    def test_pages_served_while_an_archive_waits(self, reg):
+        self.check(reg, hold=10.0)
+
+    def test_the_check_catches_a_blocking_console(self, reg, monkeypatch):
+        """Broken variant: registry calls made on the event loop. The check fails."""
+        from campaign_states.web import _base, _campaigns, _changes
+
+        async def on_the_loop(fn, *args, **kwargs):
+            return fn(*args, **kwargs)
+
+        for module in (_base, _campaigns, _changes):
+            monkeypatch.setattr(module, "call", on_the_loop)
+        with pytest.raises(AssertionError):
+            self.check(reg, hold=0.5)
+
+    def check(self, reg, hold):
+        import asyncio
+        import re
+
+        import httpx2
+
+        gate = threading.Event()
+        real = reg.archive
+
+        def slow_archive(cid, **kw):
+            gate.wait(hold)
+            return real(cid, **kw)
+
+        reg.archive = slow_archive  # type: ignore[method-assign]
+        app = create_app(reg, token=TOKEN, wait_inline=30.0)
+
+        async def scenario() -> list[int]:
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://t") as c:
+                await c.get(f"/?token={TOKEN}")
+                page = await c.get("/campaigns")
+                token = re.search(r'name="csrftoken" value="([^"]+)"', page.text).group(1)
+                archive = asyncio.create_task(
+                    c.post("/campaign/trigger", data={"csrftoken": token, "id": "c-bf",
+                                                      "trigger": "archive"})
+                )  # fmt: skip
+                await asyncio.sleep(0.05)
+                assert not archive.done()
+                # While the archive waits (for 30 s inline at most), pages still answer.
+                others = await asyncio.gather(*(c.get(p) for p in GET_PAGES[:6]))
+                assert not archive.done()
+                gate.set()
+                done = await archive
+                return [r.status_code for r in others] + [done.status_code]
+
+        assert [200] * 6 + [303] == asyncio.run(scenario())
+        assert State.ARCHIVED == reg.get("c-bf").state
+
+    def test_history_time_range(self, reg):
+        c = client(reg)
+        token_login(c)
+        all_rows = c.get("/history.json", params={"since": "2000-01-01T00:00"}).json()
+        assert len(all_rows) == len(reg.event_log(limit=1000))
+        assert [] == c.get("/history.json", params={"until": "2000-01-01T00:00"}).json()
+        page = c.get("/history", params={"since": "2000-01-01T00:00", "actor": "nobody"})
+        assert "No changes match." in page.text
