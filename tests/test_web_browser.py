@@ -234,7 +234,7 @@ def test_walkthrough(server: tuple[str, Registry], page: Page) -> None:
     shot(page, "14-segments")
     page.get_by_role("link", name="VIP customers").click()
     shot(page, "15-segment")
-    page.get_by_role("link", name="Archive segment", exact=True).click()
+    page.get_by_role("button", name="Archive segment", exact=True).click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("This archives 3 campaigns")
     for name in ("Black Friday", "Loyalty points reminder", "Spring preview"):
@@ -243,12 +243,12 @@ def test_walkthrough(server: tuple[str, Registry], page: Page) -> None:
     confirm_and_wait(page)
     expect(page.get_by_text("and 3 campaigns targeting it")).to_be_visible()
     page.get_by_role("link", name="Back").click()
-    expect(page.get_by_role("link", name="Unarchive segment")).to_be_visible()
-    page.get_by_role("link", name="Unarchive segment").click()
+    expect(page.get_by_role("button", name="Unarchive segment")).to_be_visible()
+    page.get_by_role("button", name="Unarchive segment").click()
     expect(page.get_by_role("dialog")).to_contain_text("Campaigns its archive took")
     shot(page, "17-segment-unarchive")
     page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
-    expect(page.get_by_role("link", name="Unarchive segment")).to_be_visible()
+    expect(page.get_by_role("button", name="Unarchive segment")).to_be_visible()
 
     # The event log: each step, with the logged-in actor.
     nav.get_by_role("link", name="Event log").click()
