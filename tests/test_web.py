@@ -500,14 +500,15 @@ class TestChanges:
         assert 'aria-label="Select Black Friday"' in c.get("/campaigns?status=archived").text
 
     def test_row_menu_offers_what_the_lifecycle_allows(self, reg):
-        reg.archive("c-ws")
+        check_menus(reg, client(reg))
+
+    def test_the_check_catches_a_menu_offering_everything(self, reg):
+        """Broken variant: every trigger in every row. The menu check fails."""
         c = client(reg)
-        token_login(c)
-        page = c.get("/campaigns?status=all").text
-        menus = dict(_menus(page))
-        assert ["Stop", "Archive"] == menus["Actions for Black Friday"]
-        assert ["Resume", "Archive"] == menus["Actions for Cyber Monday"]
-        assert ["Unarchive"] == menus["Actions for Winter sale"]
+        every = [(t, t.capitalize()) for t in ("resume", "stop", "archive", "unarchive")]
+        c.app.state.console.env.globals["allowed_triggers"] = lambda _c: every
+        with pytest.raises(AssertionError):
+            check_menus(reg, c)
 
     def test_slow_archive_shows_progress_then_confirms(self, reg):
         gate = threading.Event()
@@ -618,6 +619,17 @@ class TestChanges:
         for cid in ("c-cm", "c-ws"):
             versions = [e.version for e in reg.history(cid)]
             assert versions == sorted(set(versions))
+
+
+def check_menus(reg, c) -> None:
+    """Each row's menu holds exactly what DESIGN.md's table allows from its state."""
+    reg.archive("c-ws")
+    token_login(c)
+    page = c.get("/campaigns?status=all").text
+    menus = dict(_menus(page))
+    assert ["Stop", "Archive"] == menus["Actions for Black Friday"]
+    assert ["Resume", "Archive"] == menus["Actions for Cyber Monday"]
+    assert ["Unarchive"] == menus["Actions for Winter sale"]
 
 
 def _menus(html: str) -> list[tuple[str, list[str]]]:

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
-from campaign_states import CAMPAIGN_LIFECYCLE, Campaign, Registry, State, Trigger
+from campaign_states import CAMPAIGN_LIFECYCLE, Campaign, Registry, State
 from campaign_states import exceptions as exc
 
 from ._jobs import Jobs
@@ -49,17 +49,11 @@ STATUS_FILTERS: Final[Mapping[str, tuple[str, frozenset[State] | None]]] = {
     "all": ("All", None),
 }
 
-_MENU_LABELS: Final = {
-    Trigger.ARCHIVE: "Archive",
-    Trigger.UNARCHIVE: "Unarchive",
-    Trigger.STOP: "Stop",
-    Trigger.RESUME: "Resume",
-}
-
-
 def allowed_triggers(c: Campaign) -> list[tuple[str, str]]:
-    """``(trigger value, label)`` for what the lifecycle declaration allows from ``c``'s state."""
-    return [(t.value, _MENU_LABELS[t]) for t in CAMPAIGN_LIFECYCLE.allowed(c.state)]  # type: ignore[index]
+    """``(trigger value, label)`` for what the lifecycle declaration allows from ``c``'s
+    state, in declaration order. The label is the trigger's name ("Archive"): there is no
+    second table to drift from the declaration."""
+    return [(t.value, t.value.capitalize()) for t in CAMPAIGN_LIFECYCLE.allowed(c.state)]
 
 
 def _when(value: float | None) -> str:
