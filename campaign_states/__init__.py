@@ -19,6 +19,7 @@ from ._lifecycle import (
 from ._listeners import ChangeListener
 from ._open import open_registry, open_store
 from ._outcomes import BulkResult, ItemOutcome, Outcome, SegmentChange, TransitionResult
+from ._queries import CampaignQuery, HistoryQuery
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._registry import Registry
 from ._store import (
@@ -39,6 +40,7 @@ __all__ = [
     "BulkResult",
     "CAMPAIGN_LIFECYCLE",
     "Campaign",
+    "CampaignQuery",
     "ChangeBatch",
     "ChangeListener",
     "Channel",
@@ -50,6 +52,7 @@ __all__ = [
     "GateRow",
     "GateRowBatch",
     "HistoryEntry",
+    "HistoryQuery",
     "ItemOutcome",
     "LeaseSettings",
     "Lifecycle",

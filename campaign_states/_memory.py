@@ -18,6 +18,7 @@ import attrs
 from ._clock import Clock, SystemClock
 from ._fork import reopen_after_fork
 from ._lifecycle import State
+from ._queries import CampaignQuery, HistoryQuery, matches_campaign, matches_history
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._rows import gate_row
 from ._store import ChangeBatch, GateRowBatch, LeaseSettings
@@ -325,6 +326,37 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    # -- paged reads for operator screens: a scan, the reference semantics -------------
+
+    def find_campaigns(self, query: CampaignQuery) -> list[Campaign]:
+        """One page of the campaigns ``query`` selects, ordered by id."""
+        with self._lock:
+            pool = (
+                [self._campaigns[c] for c in self._by_segment.get(query.segment, ())]
+                if query.segment is not None
+                else list(self._campaigns.values())
+            )
+        found = sorted((c for c in pool if matches_campaign(query, c)), key=lambda c: c.id)
+        return found[: query.limit]
+
+    def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
+        """One page of history entries across campaigns, ordered by seq as asked."""
+        with self._lock:
+            if query.campaign is not None:
+                pool = list(self._history.get(query.campaign, ()))
+            else:
+                pool = [e for entries in self._history.values() for e in entries]
+        found = sorted(
+            (e for e in pool if matches_history(query, e)),
+            key=lambda e: e.seq,
+            reverse=query.newest_first,
+        )
+        return found[: query.limit]
+
+    def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
+        """Results of each of ``campaign_ids``."""
+        return {cid: self.results(cid) for cid in campaign_ids}
 
 
 def _by_seq(c: Campaign) -> int:

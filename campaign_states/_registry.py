@@ -23,6 +23,7 @@ from ._lifecycle import (
 from ._listeners import ChangeListener, Listeners, settle
 from ._outcomes import BulkResult, Outcome, SegmentChange, TransitionResult
 from ._planning import Plan, gc_paused, plan, write_transitions
+from ._queries import CampaignQuery, HistoryQuery
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._store import LeaseSettings, Reader, SetWriteTx, Store, WriteTx
 from ._validation import (
@@ -760,6 +761,97 @@ class Registry:
         if type(actor) is not str:
             raise InvalidFieldError(f"actor must be a str or None, not {type(actor).__name__}.")
         check_text("actor", actor, self.actor_limit, "actor_limit", in_bytes=False)
+
+    # -- paged reads for operator screens (the console's list and event log) -----------
+
+    def find_campaigns(
+        self,
+        *,
+        states: Iterable[State | str] | None = None,
+        segment: str | None = None,
+        text: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> builtins.list[Campaign]:
+        """One page of campaigns, ordered by id, filtered in the store.
+
+        Keyset paging: pass the last id of a page as ``after`` to get the next one, so
+        every page costs the same however many campaigns there are.
+
+        Args:
+            states: Only campaigns in one of these states (default: every state).
+            segment: Only campaigns targeting this segment.
+            text: Only campaigns whose id or name contains this (A-Z compared
+                case-insensitively, every other character exactly).
+            after: Only campaigns whose id sorts after this one.
+            limit: At most this many, 1 to 1,000.
+
+        Raises:
+            InvalidValueError: An unknown state, an empty ``states``, a bad ``limit`` or
+                ``text`` (empty or longer than an id).
+            InvalidIdError: ``segment`` or ``after`` is not a well-formed id.
+            SegmentNotFoundError: ``segment`` does not exist.
+        """
+        query = CampaignQuery(states=states, segment=segment, text=text, after=after, limit=limit)
+        if segment is not None:
+            self.get_segment(segment)
+        return self.store.find_campaigns(query)
+
+    def event_log(
+        self,
+        *,
+        actor: str | None = None,
+        trigger: str | None = None,
+        campaign: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> builtins.list[HistoryEntry]:
+        """One page of history across every campaign, filtered in the store.
+
+        Ordered by the store's global sequence number (oldest first, or newest first).
+        Pass the last entry's ``seq`` as ``after`` for the next page, keeping the other
+        arguments. Segment cascades appear as their campaigns' entries, each with
+        ``cause="segment:<id>"``.
+
+        Args:
+            actor: Only entries recorded for this actor (exact match).
+            trigger: Only entries of this trigger: ``create``, ``edit``, or a `Trigger` value.
+            campaign: Only this campaign's entries (it need not exist: no entries then).
+            since: Only entries at or after this wall time (UNIX seconds).
+            until: Only entries before this wall time.
+            after: Only entries after this seq in the page's order.
+            limit: At most this many, 1 to 1,000.
+            newest_first: Highest seq first.
+
+        Raises:
+            InvalidValueError: An unknown trigger, a non-finite time, a bad ``after`` or
+                ``limit``.
+            InvalidFieldError: ``actor`` is not a str, ``newest_first`` not a bool.
+            InvalidIdError: ``campaign`` is not a well-formed id.
+        """
+        query = HistoryQuery(
+            actor=actor,
+            trigger=trigger,
+            campaign=campaign,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
+            newest_first=newest_first,
+        )
+        return self.store.query_history(query)
+
+    def results_many(self, campaign_ids: Iterable[str]) -> dict[str, Results]:
+        """What each of several campaigns delivered, in one read (unknown ids: empty results).
+
+        Raises:
+            BulkLimitError: More distinct ids than ``bulk_limit``.
+        """
+        ids = check_distinct_ids(campaign_ids, self.bulk_limit)
+        return self.store.results_many(ids) if ids else {}
 
     def _require_segments(self, tx: WriteTx, ids: Collection[str]) -> dict[str, Segment]:
         found = tx.segments(ids)

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 from ._clock import Clock, SystemClock
 from ._fork import abandon, reopen_after_fork
 from ._lifecycle import State
+from ._queries import CampaignQuery, HistoryQuery
+from ._query_sql import campaign_where, history_where
 from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
     GateRow,
@@ -646,6 +648,46 @@ class SQLiteStore:
             self._closed = True
             if self._connection is not None:
                 close_connection(self._connection, self.path, self._identity)
+
+    # -- paged reads for operator screens (see `_queries`) -----------------------------
+
+    def find_campaigns(self, query: CampaignQuery) -> list[Campaign]:
+        """One page of the campaigns ``query`` selects, ordered by id (the primary key)."""
+        # SQLite's lower() lowers A-Z only (without ICU), as `ascii_lower` does.
+        where, args = campaign_where(
+            query, "?", lambda col: f"instr(lower({col}), ?) > 0", "campaign_segments"
+        )
+        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE {where} ORDER BY id LIMIT ?"
+        with self._guard() as c:
+            return [campaign_from_row(r) for r in c.execute(sql, [*args, query.limit])]
+
+    def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
+        """One page of history entries across campaigns, ordered by seq as asked."""
+        where, args = history_where(query, "?")
+        order = "DESC" if query.newest_first else "ASC"
+        sql = (
+            "SELECT campaign_id, trigger, from_state, to_state, actor, cause, time, seq, "
+            f"version FROM history WHERE {where} ORDER BY seq {order} LIMIT ?"
+        )
+        with self._guard() as c:
+            rows = c.execute(sql, [*args, query.limit]).fetchall()
+        return history_from_rows(rows)
+
+    def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
+        """Results of each of ``campaign_ids``, in one query."""
+        ids = list(campaign_ids)
+        rows: dict[str, list[Any]] = {cid: [] for cid in ids}
+        with self._guard() as c:
+            for start in range(0, len(ids), 500):  # under SQLite's variable limit
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for cid, *rest in c.execute(
+                    "SELECT campaign_id, channel, kind, count FROM results "
+                    f"WHERE campaign_id IN ({marks})",
+                    chunk,
+                ):
+                    rows[cid].append(tuple(rest))
+        return {cid: results_from_rows(cid, r) for cid, r in rows.items()}
 
 
 class SQLiteReader:

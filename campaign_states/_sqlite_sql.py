@@ -65,6 +65,8 @@ CREATE TABLE history (
     from_state TEXT, to_state TEXT NOT NULL, actor TEXT, cause TEXT,
     time REAL NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL);
 CREATE INDEX history_campaign ON history (campaign_id, id);
+-- The event log pages every campaign's history by seq.
+CREATE INDEX history_seq ON history (seq);
 CREATE TRIGGER history_no_update BEFORE UPDATE ON history
     BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
 CREATE TRIGGER history_no_delete BEFORE DELETE ON history

@@ -17,6 +17,7 @@ import attrs
 
 from ._clock import Clock
 from ._lifecycle import State
+from ._queries import CampaignQuery, HistoryQuery
 from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
 from ._rows import GateRow, channels_from_text, ids_from_text, state_from_value
 from .exceptions import InvalidSettingsError
@@ -378,3 +379,14 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+    # -- paged reads for operator screens (see `_queries`) -----------------------------
+
+    def find_campaigns(self, query: CampaignQuery) -> list[Campaign]:
+        """One page of the campaigns ``query`` selects, ordered by id."""
+
+    def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
+        """One page of history entries across campaigns, ordered by seq as asked."""
+
+    def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
+        """Results of each of ``campaign_ids`` (absent ids get empty results)."""

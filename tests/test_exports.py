@@ -9,6 +9,8 @@ import inspect
 import pytest
 
 PACKAGES = ["campaign_states", "campaign_states.exceptions", "campaign_states.stores"]
+if importlib.util.find_spec("starlette") is not None:  # the console needs the web extra
+    PACKAGES += ["campaign_states.web"]
 if importlib.util.find_spec("delivery_gate") is not None:
     PACKAGES += ["delivery_gate"]
     if importlib.util.find_spec("delivery_gate.exceptions") is not None:

@@ -13,6 +13,18 @@ HEAVY = [
     # The ecosystem extras: imported only by the modules that need them.
     "opentelemetry", "celery", "kombu", "redis",
 ]  # fmt: skip
+# The console's (the `web` extra): never on the gate's or the core's import path.
+WEB = [
+    "starlette",
+    "jinja2",
+    "uvicorn",
+    "itsdangerous",
+    "multipart",
+    "python_multipart",
+    "asgi_csrf",
+    "argon2",
+    "campaign_states.web",
+]
 
 
 def _modules_after(statement: str) -> set[str]:
@@ -31,7 +43,17 @@ class TestImportPaths:
     )
     def test_no_heavy_import(self, module):
         loaded = _modules_after(f"import {module}")
-        assert [] == [m for m in HEAVY if m in loaded]
+        assert [] == [m for m in HEAVY + WEB if m in loaded]
+
+    def test_the_cli_loads_the_console_only_to_serve(self):
+        """Building the CLI (every command registered) imports none of the web extra."""
+        loaded = _modules_after("import campaign_states.cli; campaign_states.cli.app()")
+        assert [] == [m for m in WEB if m in loaded]
+
+    def test_the_check_catches_a_web_import(self):
+        """The probe can fail for the web extra too: the console does import starlette."""
+        loaded = _modules_after("import campaign_states.web")
+        assert {"starlette", "jinja2", "asgi_csrf", "argon2"} <= loaded
 
     def test_core_does_not_import_the_gate(self):
         loaded = _modules_after(

@@ -461,7 +461,7 @@ class SkipsSegmentGuard(Registry):
 class TestCatchesBrokenRegistry:
     """The stateful checker fails on a registry whose resume skips the segment guard."""
 
-    def search(self, registry_class):
+    def search(self, registry_class, *, derandomize=True):
         checker = machine("memory", registry_class, ["c1"], ["s1"])
 
         class Focused(checker):
@@ -479,17 +479,27 @@ class TestCatchesBrokenRegistry:
                 database=None,
                 phases=[Phase.generate],
                 report_multiple_bugs=False,
-                # A fixed search: the same examples every run, so this is no coin toss.
-                derandomize=True,
+                # Derandomized, the examples are fixed for one build of the code, but not
+                # across builds: which rule Hypothesis draws depends on hashes that
+                # include object addresses, so adding an unrelated module changed it.
+                derandomize=derandomize,
             ),
         )
 
     def test_broken_resume_is_caught(self):
-        with pytest.raises(AssertionError) as info:
-            self.search(SkipsSegmentGuard)
-        # The failing sequence Hypothesis reports ends in the resume the guard should refuse.
-        steps = "\n".join(getattr(info.value, "__notes__", []))
-        assert "trigger='resume'" in steps
+        # One search of 300 examples finds the bug about 3 times in 4 (measured over 12
+        # random searches), so up to 6 independent searches: all six miss about 1 time in
+        # 4,000. A miss of all of them fails the test (the checker would be too weak).
+        for _ in range(6):
+            try:
+                self.search(SkipsSegmentGuard, derandomize=False)
+            except AssertionError as error:
+                # The failing sequence Hypothesis reports ends in the resume the guard
+                # should refuse.
+                steps = "\n".join(getattr(error, "__notes__", []))
+                assert "trigger='resume'" in steps
+                return
+        pytest.fail("six searches of the stateful checker missed the broken resume")
 
     def test_the_same_search_passes_the_real_registry(self):
         self.search(Registry)
