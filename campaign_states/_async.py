@@ -217,6 +217,54 @@ class AsyncRegistry:
         """As `Registry.count`."""
         return await self._run(self.registry.count, state=state, segment=segment, after=after)
 
+    async def find_campaigns(
+        self,
+        *,
+        states: Iterable[State | str] | None = None,
+        segment: str | None = None,
+        text: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> builtins.list[Campaign]:
+        """As `Registry.find_campaigns`."""
+        return await self._run(
+            self.registry.find_campaigns,
+            states=states,
+            segment=segment,
+            text=text,
+            after=after,
+            limit=limit,
+        )
+
+    async def event_log(
+        self,
+        *,
+        actor: str | None = None,
+        trigger: str | None = None,
+        campaign: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> builtins.list[HistoryEntry]:
+        """As `Registry.event_log`."""
+        return await self._run(
+            self.registry.event_log,
+            actor=actor,
+            trigger=trigger,
+            campaign=campaign,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
+            newest_first=newest_first,
+        )
+
+    async def results_many(self, campaign_ids: Iterable[str]) -> dict[str, Results]:
+        """As `Registry.results_many`."""
+        return await self._run(self.registry.results_many, campaign_ids)
+
     async def edit(
         self,
         campaign_id: str,

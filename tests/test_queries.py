@@ -33,7 +33,7 @@ def populate(reg: Registry) -> None:
     for i in range(12):
         reg.create_campaign(
             name=NAMES[i % len(NAMES)],
-            channels=["email"],
+            channels=["email", "in_app"] if i % 2 else ["email"],
             segments=[["seg-a"], ["seg-b"], [], ["seg-a", "seg-b"]][i % 4],
             campaign_id=f"c-{i:02d}",
             actor=["ann", "bob", None][i % 3],
