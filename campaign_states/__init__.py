@@ -6,6 +6,7 @@ Archived or stopped campaigns can never deliver: pair this package with `deliver
 from __future__ import annotations
 
 from ._clock import Clock, FakeClock, SystemClock
+from ._gates import GateStore, GateTable, RegisteredGate, WaitedGate, WaitReport
 from ._lifecycle import (
     CAMPAIGN_LIFECYCLE,
     SEGMENT_LIFECYCLE,
@@ -46,12 +47,15 @@ __all__ = [
     "GateReader",
     "GateRow",
     "GateRowBatch",
+    "GateStore",
+    "GateTable",
     "HistoryEntry",
     "ItemOutcome",
     "LeaseSettings",
     "Lifecycle",
     "Outcome",
     "Reader",
+    "RegisteredGate",
     "Registry",
     "Results",
     "SEGMENT_LIFECYCLE",
@@ -65,6 +69,8 @@ __all__ = [
     "SystemClock",
     "TransitionResult",
     "Trigger",
+    "WaitReport",
+    "WaitedGate",
     "WriteTx",
     "open_registry",
     "open_store",

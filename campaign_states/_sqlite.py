@@ -31,6 +31,7 @@ from ._rows import (
     results_from_rows,
     segment_from_row,
 )
+from ._sqlite_gates import SQLiteGateTable
 from ._sqlite_sql import (
     ALREADY,
     APPLICATION_ID,
@@ -371,6 +372,7 @@ class SQLiteStore:
         self.clock: Clock = clock or SystemClock()
         self.url = "sqlite:///" + urllib.parse.quote(self.path) + ("?mode=ro" if readonly else "")
         self._lock = threading.RLock()
+        self._gates: SQLiteGateTable | None = None
         try:
             self._conn = connect(self.path, readonly=readonly, busy_timeout=self.busy_timeout)
         except sqlite3.Error as e:
@@ -529,10 +531,25 @@ class SQLiteStore:
         """A dedicated read connection for a gate."""
         return SQLiteReader(self.path, busy_timeout=self.busy_timeout)
 
+    def gate_table(self) -> SQLiteGateTable:
+        """The registered gates, in ``<path>-gates`` (see `SQLiteGateTable`: a file of its
+        own, so heartbeats and acks never change this file's ``data_version``).
+
+        Opened on first use, also on a read-only store: gates on it register too.
+        """
+        with self._lock:
+            if self._gates is None:
+                self._gates = SQLiteGateTable(
+                    self.path, clock=self.clock, busy_timeout=self.busy_timeout
+                )
+            return self._gates
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         with self._lock:
             self._conn.close()
+            if self._gates is not None:
+                self._gates.close()
 
 
 class SQLiteReader:

@@ -153,6 +153,12 @@ class DeliveryGate(Refreshing):
         self._gate_rows: Callable[[int], GateRowBatch] | None = None
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
+        # Registration (DESIGN 2.1): the first refresh registers before it reads.
+        self._table = None
+        self._table_known = False
+        self._gate_id = None
+        self._acked = 0
+        self._silenced = set()
         self._thread: threading.Thread | None = None
         self._listener = Listener(self)
         # Subscribe before the first read: a change made through the registry meanwhile
@@ -170,6 +176,7 @@ class DeliveryGate(Refreshing):
                     )
         except BaseException:
             self._shutdown_reader()
+            self._deregister()
             registry.unsubscribe(self._listener)
             raise
         if background_refresh:
@@ -367,6 +374,11 @@ class DeliveryGate(Refreshing):
         while self._live and time.monotonic() < end:
             time.sleep(0.001)
         in_flight = len(self._live)
+        if not in_flight:
+            # Drained and denying: archives need not wait for us any more. With permits
+            # still in flight the row stays, and archives wait out our lease instead.
+            with self._refresh_lock:
+                self._deregister()
         self.registry.unsubscribe(self._listener)
         self._shutdown_reader()
         error: Exception | None = None
