@@ -71,6 +71,7 @@ def silence(
     *,
     drain_timeout: float,
     conflict: str,
+    change: str,
     pause_gc: bool = False,
 ) -> tuple[_T, WaitReport | None]:
     """Run ``body`` in a write transaction, then make the guarantee true.
@@ -78,7 +79,8 @@ def silence(
     ``body`` returns its result and, when it silenced or re-silenced campaigns, a
     `Silenced` (None: nothing to wait for; its writes are only applied to local gates).
     Retried on `ConcurrentUpdateError` (a compare-and-set lost: nothing was written).
-    ``pause_gc`` pauses the cyclic collector for the write only (see `gc_paused`).
+    ``pause_gc`` pauses the cyclic collector for the write only (see `gc_paused`);
+    ``change`` names the call for errors (``"archive"``, ``"segment archive"``...).
 
     Returns:
         The body's result and the wait's `WaitReport` (None when nothing was silenced).
@@ -108,12 +110,12 @@ def silence(
         # (2) committed, durably.
         if quiet is None:
             return result, None
-        return result, settle(store, listeners, quiet, drain_timeout=drain_timeout)
+        return result, settle(store, listeners, quiet, drain_timeout=drain_timeout, change=change)
     raise ConcurrentUpdateError(conflict)
 
 
 def settle(
-    store: Store, listeners: Listeners, quiet: Silenced, *, drain_timeout: float
+    store: Store, listeners: Listeners, quiet: Silenced, *, drain_timeout: float, change: str
 ) -> WaitReport:
     """Steps 3 to 5 after the commit: apply, drain, wait (see the module docstring)."""
     clock = store.clock
@@ -126,7 +128,7 @@ def settle(
     stuck = listeners.drain(silenced, drain_timeout) if listeners and silenced else set()  # (4)
     report = _wait(store, quiet, committed, listeners.gate_ids())  # (5)
     if stuck:
-        raise DrainTimeoutError(stuck, drain_timeout)
+        raise DrainTimeoutError(stuck, drain_timeout, change)
     return report
 
 

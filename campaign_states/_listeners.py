@@ -10,6 +10,7 @@ import threading
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
+from ._fork import reopen_after_fork
 from ._records import Campaign, Segment
 
 __all__ = ["ChangeListener", "Listeners"]
@@ -48,6 +49,10 @@ class Listeners:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: tuple[ChangeListener, ...] = ()
+        reopen_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent thread may have held it at the fork
 
     def add(self, listener: ChangeListener) -> None:
         with self._lock:

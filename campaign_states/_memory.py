@@ -16,6 +16,7 @@ from types import TracebackType
 import attrs
 
 from ._clock import Clock, SystemClock
+from ._fork import reopen_after_fork
 from ._lifecycle import State
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._rows import gate_row
@@ -125,13 +126,20 @@ class MemoryStore:
     needs_commit_wait = False
     clock_is_shared = True
 
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.RLock()
+
     def __init__(self, *, clock: Clock | None = None, lease: LeaseSettings | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self.url = "memory://"
         # One lock serializes writers, as SQLite's write lock does; readers take it too so
         # they never see a transaction half-applied.
         self._lock = threading.RLock()
+        # After a fork the child has its own copy of the store (it is memory, not shared),
+        # and a lock a parent thread may have held: a fresh one.
+        reopen_after_fork(self)
         self._campaigns: dict[str, Campaign] = {}
+        self._sorted_ids: list[str] | None = None
         self._segments: dict[str, Segment] = {}
         self._by_segment: dict[str, set[str]] = defaultdict(set)
         self._history: dict[str, list[HistoryEntry]] = defaultdict(list)
@@ -156,6 +164,8 @@ class MemoryStore:
         by_segment = self._by_segment
         for c in tx.campaigns_new.values():
             old = campaigns.get(c.id)
+            if old is None:
+                self._sorted_ids = None  # a new id: `_ids_in_order` sorts again
             if old is None or old.segments is not c.segments:
                 if old is not None:
                     for sid in old.segments - c.segments:
@@ -211,15 +221,47 @@ class MemoryStore:
         """One segment, or None."""
         return self._segments.get(segment_id)
 
-    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
-        """Campaigns, optionally filtered by state and targeted segment, ordered by id."""
+    def list_campaigns(
+        self,
+        state: State | None,
+        segment: str | None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``."""
         with self._lock:
-            pool = (
-                [self._campaigns[c] for c in self._by_segment.get(segment, ())]
-                if segment is not None
-                else list(self._campaigns.values())
-            )
-        return sorted((c for c in pool if state is None or c.state is state), key=lambda c: c.id)
+            ids = self._ids_in_order(segment)
+            campaigns = self._campaigns
+            out: list[Campaign] = []
+            for i in range(0 if after is None else bisect.bisect_right(ids, after), len(ids)):
+                c = campaigns[ids[i]]
+                if state is None or c.state is state:
+                    out.append(c)
+                    if limit is not None and len(out) >= limit:
+                        break
+            return out
+
+    def count_campaigns(
+        self, state: State | None, segment: str | None, *, after: str | None = None
+    ) -> int:
+        """How many campaigns `list_campaigns` would return with no limit."""
+        with self._lock:
+            ids = self._ids_in_order(segment)
+            start = 0 if after is None else bisect.bisect_right(ids, after)
+            if state is None:
+                return len(ids) - start
+            campaigns = self._campaigns
+            return sum(1 for i in range(start, len(ids)) if campaigns[ids[i]].state is state)
+
+    def _ids_in_order(self, segment: str | None) -> list[str]:
+        # Called with the lock held. Every id, sorted once and kept until a campaign is
+        # added (ids are never removed), so a page is a bisect, not a sort of every id.
+        if segment is not None:
+            return sorted(self._by_segment.get(segment, ()))
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted(self._campaigns)
+        return self._sorted_ids
 
     def list_segments(self) -> list[Segment]:
         """Every segment, ordered by id."""

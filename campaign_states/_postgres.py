@@ -30,6 +30,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from ._clock import Clock, SystemClock
+from ._fork import abandon, reopen_after_fork
 from ._lifecycle import State
 from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
@@ -225,7 +226,7 @@ def _lease_json(s: LeaseSettings) -> Jsonb:
 
 def _read_lease(conn: psycopg.Connection[Any]) -> LeaseSettings:
     row = conn.execute("SELECT value FROM cs_meta WHERE key = 'lease'").fetchone()
-    return LeaseSettings(**row[0]) if row else DEFAULT_LEASE
+    return LeaseSettings.stored(**row[0]) if row else DEFAULT_LEASE
 
 
 def _describe(url: str) -> str:
@@ -633,6 +634,23 @@ class _Tx:
             return _read_lease(c)
 
 
+def _list_filter(
+    state: State | None, segment: str | None, after: str | None
+) -> tuple[str, list[object]]:
+    where: list[str] = ["true"]
+    args: list[object] = []
+    if state is not None:
+        where.append("state = %s")
+        args.append(state.value)
+    if segment is not None:
+        where.append("id IN (SELECT campaign_id FROM cs_campaign_segments WHERE segment_id = %s)")
+        args.append(segment)
+    if after is not None:
+        where.append("id > %s")
+        args.append(after)
+    return " AND ".join(where), args
+
+
 class PostgresStore:
     """A store in a PostgreSQL database (``postgresql://user@host:port/db``).
 
@@ -693,21 +711,32 @@ class PostgresStore:
         # reader" and "<name> listener" for gates' (see PostgresReader).
         self._connect_kwargs["application_name"] = str(app or "campaign-states")
         self._create_schema(lease or DEFAULT_LEASE)
-        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = (
-            psycopg_pool.ConnectionPool(
-                url,
-                kwargs=self._connect_kwargs,
-                min_size=1,
-                max_size=pool_size,
-                open=True,
-                timeout=self.connect_timeout,
-                configure=self._configure,
-                # One empty round trip per checkout: a connection the server dropped (a
-                # restart) is replaced instead of failing the caller's first call.
-                check=psycopg_pool.ConnectionPool.check_connection,
-                name=f"campaign-states {self._where}",
-            )
+        self._pool_size = pool_size
+        self._pool = self._new_pool()
+        reopen_after_fork(self)
+
+    def _new_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+        return psycopg_pool.ConnectionPool(
+            self.url,
+            kwargs=self._connect_kwargs,
+            min_size=1,
+            max_size=self._pool_size,
+            open=True,
+            timeout=self.connect_timeout,
+            configure=self._configure,
+            # One empty round trip per checkout: a connection the server dropped (a
+            # restart) is replaced instead of failing the caller's first call.
+            check=psycopg_pool.ConnectionPool.check_connection,
+            name=f"campaign-states {self._where}",
         )
+
+    def _after_fork_in_child(self) -> None:
+        # The inherited pool's sockets are the parent's sessions and its worker threads did
+        # not survive the fork: a pool of the child's own. The old one is abandoned, never
+        # closed (closing would end the parent's sessions; psycopg's finalizer already
+        # skips connections made in another process).
+        abandon(self._pool)
+        self._pool = self._new_pool()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -839,18 +868,35 @@ class PostgresStore:
             ).fetchone()
         return segment_from_row(row) if row else None
 
-    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
-        """Campaigns, optionally filtered, ordered by id."""
-        sql = f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE true"
-        args: list[object] = []
-        if state is not None:
-            sql += " AND state = %s"
-            args.append(state.value)
-        if segment is not None:
-            sql += " AND id IN (SELECT campaign_id FROM cs_campaign_segments WHERE segment_id = %s)"
-            args.append(segment)
+    def list_campaigns(
+        self,
+        state: State | None,
+        segment: str | None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``.
+
+        The order is the database's collation of ``id`` (byte order under C or C.UTF-8).
+        """
+        where, args = _list_filter(state, segment, after)
+        # The primary key's index gives id order and the start at `after` (keyset paging).
+        sql = f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE {where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            args.append(limit)
         with self._conn() as c:
-            return [campaign_from_row(r) for r in c.execute(sql + " ORDER BY id", args)]
+            return [campaign_from_row(r) for r in c.execute(sql, args)]
+
+    def count_campaigns(
+        self, state: State | None, segment: str | None, *, after: str | None = None
+    ) -> int:
+        """How many campaigns `list_campaigns` would return with no limit."""
+        where, args = _list_filter(state, segment, after)
+        with self._conn() as c:
+            row = c.execute(f"SELECT count(*) FROM cs_campaigns WHERE {where}", args).fetchone()
+        return int(row[0]) if row else 0
 
     def list_segments(self) -> list[Segment]:
         """Every segment, ordered by id."""

@@ -73,6 +73,10 @@ def _emission(value: object) -> Emission:
     )
 
 
+def _segment_id(value: object) -> str:
+    return check_id(value, "segment")
+
+
 def _segments(value: object) -> frozenset[str]:
     return frozenset(check_ids(value, "segment"))
 
@@ -97,7 +101,7 @@ class Campaign:
         created_at: Wall-clock creation time (UNIX seconds).
     """
 
-    id: str = attrs.field(validator=lambda _i, _a, v: check_id(v, "campaign"))
+    id: str = attrs.field(converter=check_id)
     name: str = attrs.field(validator=attrs.validators.instance_of(str))
     content: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
     channels: frozenset[Channel] = attrs.field(converter=_channels)
@@ -124,7 +128,7 @@ class Segment:
         seq: The store's global change sequence number of its last change.
     """
 
-    id: str = attrs.field(validator=lambda _i, _a, v: check_id(v, "segment"))
+    id: str = attrs.field(converter=_segment_id)
     name: str = attrs.field(validator=attrs.validators.instance_of(str))
     state: SegmentState = SegmentState.ACTIVE
     version: int = 1
@@ -189,7 +193,7 @@ class Delivery:
         count: How many (at least 1).
     """
 
-    campaign_id: str = attrs.field(validator=lambda _i, _a, v: check_id(v, "campaign"))
+    campaign_id: str = attrs.field(converter=check_id)
     channel: Channel = attrs.field(converter=_one_channel)
     kind: Emission = attrs.field(default=Emission.MESSAGE, converter=_emission)
     count: int = attrs.field(default=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._clock import Clock, SystemClock
+from ._fork import abandon, reopen_after_fork
 from ._lifecycle import State
 from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
@@ -62,6 +64,8 @@ from .exceptions import (
 )
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("campaign_states")
 
 _T = TypeVar("_T")
 
@@ -278,9 +282,26 @@ def _by_seq(c: Campaign) -> int:
     return c.seq
 
 
+def _list_filter(
+    state: State | None, segment: str | None, after: str | None
+) -> tuple[str, list[object]]:
+    where: list[str] = ["1"]
+    args: list[object] = []
+    if state is not None:
+        where.append("state = ?")
+        args.append(state.value)
+    if segment is not None:
+        where.append("id IN (SELECT campaign_id FROM campaign_segments WHERE segment_id = ?)")
+        args.append(segment)
+    if after is not None:
+        where.append("id > ?")
+        args.append(after)
+    return " AND ".join(where), args
+
+
 @functools.lru_cache(maxsize=8)
 def _lease_from_text(text: str) -> LeaseSettings:
-    return LeaseSettings(**json.loads(text))
+    return LeaseSettings.stored(**json.loads(text))
 
 
 def _read_lease(conn: sqlite3.Connection) -> LeaseSettings:
@@ -384,6 +405,23 @@ class SQLiteStore:
             if isinstance(e, sqlite3.Error):
                 raise translate(e, self.path) from e
             raise
+        reopen_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        # SQLite forbids using a connection across fork(): the child gets its own. The lock
+        # may have been held by a parent thread that does not exist here.
+        abandon(self._conn)
+        if self._gates is not None:
+            abandon(self._gates)  # reopened on first use: the child's gates register anew
+            self._gates = None
+        self._lock = threading.RLock()
+        try:
+            self._conn = connect(self.path, readonly=self.readonly, busy_timeout=self.busy_timeout)
+        except sqlite3.Error:
+            log.exception("campaign_states: reopening %s after fork failed", self.path)
+            # A closed connection: every later use raises (translated to a StoreError).
+            self._conn = sqlite3.connect(":memory:")
+            self._conn.close()
 
     def _open(self, lease: LeaseSettings | None) -> None:
         c = self._conn
@@ -454,18 +492,33 @@ class SQLiteStore:
             ).fetchone()
         return segment_from_row(row) if row else None
 
-    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
-        """Campaigns, optionally filtered, ordered by id."""
-        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE 1"
-        args: list[object] = []
-        if state is not None:
-            sql += " AND state = ?"
-            args.append(state.value)
-        if segment is not None:
-            sql += " AND id IN (SELECT campaign_id FROM campaign_segments WHERE segment_id = ?)"
-            args.append(segment)
+    def list_campaigns(
+        self,
+        state: State | None,
+        segment: str | None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``."""
+        where, args = _list_filter(state, segment, after)
+        # The primary key's index gives id order and the start at `after`: a page reads
+        # `limit` rows (more only when a filter skips some), wherever it starts.
+        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE {where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
         with self._guard() as c:
-            return [campaign_from_row(r) for r in c.execute(sql + " ORDER BY id", args)]
+            return [campaign_from_row(r) for r in c.execute(sql, args)]
+
+    def count_campaigns(
+        self, state: State | None, segment: str | None, *, after: str | None = None
+    ) -> int:
+        """How many campaigns `list_campaigns` would return with no limit."""
+        where, args = _list_filter(state, segment, after)
+        with self._guard() as c:
+            (n,) = c.execute(f"SELECT count(*) FROM campaigns WHERE {where}", args).fetchone()
+        return int(n)
 
     def list_segments(self) -> list[Segment]:
         """Every segment, ordered by id."""

@@ -41,17 +41,24 @@ def _well_formed(value: str) -> bool:
 
 
 def check_id(value: object, kind: str = "campaign") -> str:
-    """Return ``value`` if it is a well-formed id, else raise a typed error.
+    """Return ``value`` (as a plain ``str``) if it is a well-formed id, else raise a typed error.
 
     Raises:
-        InvalidIdTypeError: ``value`` is not a ``str`` (ints, bytes, None, lists...).
+        InvalidIdTypeError: ``value`` is not a ``str`` (ints, bytes, None, lists...). A
+            ``str`` subclass is accepted and returned as the plain ``str`` of its characters.
         InvalidIdError: It is empty, too long, or holds control characters or surrounding
             whitespace.
     """
     if type(value) is not str:
-        raise InvalidIdTypeError(
-            f"A {kind} id must be a str, not {type(value).__name__} ({value!r:.40})."
-        )
+        if not isinstance(value, str):
+            raise InvalidIdTypeError(
+                f"A {kind} id must be a str, not {type(value).__name__} ({value!r:.40})."
+            )
+        # The one rule for str subclasses (enum.StrEnum members, numpy.str_...), here and
+        # in the gate alike: the id is the plain str of the same characters. str.__str__
+        # copies the characters whatever the subclass's own __str__ says (StrEnum and
+        # numpy override it); stores and results then only ever see exact str.
+        value = str.__str__(value)
     if _well_formed(value):
         return value
     if not value or len(value) > MAX_ID_LENGTH:
@@ -70,9 +77,9 @@ def check_ids(values: object, kind: str = "campaign") -> list[str]:
             f"Expected a collection of {kind} ids, not {type(values).__name__}."
         )
     out = list(values)
-    for v in out:
+    for i, v in enumerate(out):
         if type(v) is not str or not _well_formed(v):
-            check_id(v, kind)
+            out[i] = check_id(v, kind)
     return out
 
 
@@ -92,7 +99,7 @@ def check_distinct_ids(values: object, limit: int, kind: str = "campaign") -> li
     seen: dict[str, None] = {}
     for v in values:
         if type(v) is not str or not _well_formed(v):
-            check_id(v, kind)
+            v = check_id(v, kind)  # noqa: PLW2901 (the normalised id replaces the given one)
         if v not in seen:
             seen[v] = None
             if len(seen) > limit:

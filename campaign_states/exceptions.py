@@ -226,10 +226,14 @@ class DrainTimeoutError(CampaignStateError, TimeoutError):
         campaign_ids: Campaigns whose in-flight permits did not finish in time.
     """
 
-    def __init__(self, campaign_ids: Collection[str], timeout: float) -> None:
+    def __init__(
+        self, campaign_ids: Collection[str], timeout: float, change: str = "change"
+    ) -> None:
         self.campaign_ids = tuple(sorted(campaign_ids))
+        #: What was committed: ``"archive"``, ``"stop"`` or ``"segment archive"``.
+        self.change = change
         super().__init__(
-            f"The archive is committed, and no new emission will be admitted, but permits "
+            f"The {change} is committed, and no new emission will be admitted, but permits "
             f"admitted before it were still in flight after {timeout:g}s for "
             f"{len(self.campaign_ids)} campaign(s) (e.g. {self.campaign_ids[:3]}). "
             "Check for stuck senders."

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
+import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final, TypeGuard
 
@@ -20,17 +24,21 @@ from campaign_states import (
     SystemClock,
     open_registry,
 )
-from campaign_states.exceptions import CampaignStateError
 
 from ._decision import Decision, Reason, channel_index, decision
-from ._filter import split_function
+from ._filter import read_batch, split_function
 from ._listener import Listener
 from ._metrics import DecisionObserver
 from ._permit import Permit
 from ._refresh import Refreshing
 from ._results import ResultsBuffer
 from ._snapshot import Snapshot
-from .exceptions import DeliveryBlockedError, GateSettingsError, ResultsNotRecordedError
+from .exceptions import (
+    DeliveryBlockedError,
+    GateClosedOnLoopError,
+    GateSettingsError,
+    ResultsNotRecordedError,
+)
 
 __all__ = ["DeliveryGate"]
 
@@ -44,6 +52,39 @@ _UNAVAILABLE: Final = decision(False, Reason.STORE_UNAVAILABLE)
 _MAX_ID: Final = 128
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
 
+# Every open gate, for the fork hook below.
+_gates: weakref.WeakSet[DeliveryGate] = weakref.WeakSet()
+_abandoned: list[object] = []
+
+
+def _after_fork_in_child() -> None:
+    for gate in list(_gates):
+        try:
+            gate._after_fork_in_child()
+        except Exception:
+            log.exception("delivery gate: restarting after fork failed; it denies (STALE)")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _refuse_on_loop() -> None:
+    # No event loop can run where asyncio was never imported; looking it up in sys.modules
+    # keeps asyncio out of the gate's import path.
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return
+    try:
+        aio.get_running_loop()
+    except RuntimeError:
+        return  # no loop runs on this thread: waiting blocks nobody else
+    raise GateClosedOnLoopError(
+        "DeliveryGate.close() was called on a thread running an asyncio event loop: waiting "
+        "there for permits held across an await would block the tasks holding them. Use "
+        "`await gate.aclose()` or `async with gate:`. The gate is still open."
+    )
+
 
 def _valid_id(value: object) -> TypeGuard[str]:
     # The registry's id rules (1 to 128 characters, no control characters, no surrounding
@@ -53,13 +94,17 @@ def _valid_id(value: object) -> TypeGuard[str]:
     return not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value)
 
 
-def _seconds(name: str, value: object) -> float | None:
+def _seconds(name: str, value: object, low: float = 0.0, high: float = math.inf) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise GateSettingsError(f"{name} must be a number of seconds, not {value!r}.")
     if not math.isfinite(value) or value <= 0:
         raise GateSettingsError(f"{name} must be finite and > 0 seconds, not {value!r}.")
+    if not low <= value <= high:
+        raise GateSettingsError(
+            f"{name} must be between {low:g} and {high:g} seconds, not {value!r}."
+        )
     return float(value)
 
 
@@ -78,7 +123,12 @@ class DeliveryGate(Refreshing):
         registry: The registry this gate follows (see `DeliveryGate.open` to open one).
         lease: At most the store's lease (`Registry.lease_settings`); default: the store's.
             The lease in force is always the smaller of this and the store's current one.
-        refresh: Seconds between refreshes; default: the store's. Must be below the lease.
+            ``LeaseSettings.MIN_LEASE`` (0.002 s) to ``MAX_LEASE`` (86,400 s).
+        refresh: Seconds between refreshes, at least ``LeaseSettings.MIN_REFRESH`` (0.001 s)
+            and below the lease in force (this gate's, else the store's); default: the
+            store's. If the store's lease later shrinks to or below it (or, with no
+            ``refresh`` given, below the store's refresh), the gate refreshes every half
+            lease instead.
         on_decision: Called with every decision (see `DecisionObserver`).
         background_refresh: Start the refresher thread (tests drive `refresh` by hand).
         close_timeout: How long `close` waits for permits in flight.
@@ -110,8 +160,12 @@ class DeliveryGate(Refreshing):
                 f"DeliveryGate needs a campaign_states.Registry, not "
                 f"{type(registry).__name__}; or use DeliveryGate.open(url)."
             )
-        self._want_lease = _seconds("lease", lease)
-        self._want_refresh = _seconds("refresh", refresh)
+        self._want_lease = _seconds(
+            "lease", lease, LeaseSettings.MIN_LEASE, LeaseSettings.MAX_LEASE
+        )
+        self._want_refresh = _seconds(
+            "refresh", refresh, LeaseSettings.MIN_REFRESH, LeaseSettings.MAX_LEASE
+        )
         self._close_timeout = _seconds("close_timeout", close_timeout) or 30.0
         if self._want_lease and self._want_refresh and self._want_refresh >= self._want_lease:
             raise GateSettingsError(
@@ -132,6 +186,10 @@ class DeliveryGate(Refreshing):
         self._rows = self._snapshot.rows
         self._deadline = -math.inf
         self._live: set[Permit] = set()
+        # How many drains (archives, stops, close) are waiting for permits; read without
+        # the lock by denied permits, as a hint to yield (see Permit.__enter__).
+        self._draining = 0
+        self._draining_lock = threading.Lock()
         self._results = ResultsBuffer(registry)
         self._slots = self._results.slots
         self._on_decision = on_decision
@@ -158,21 +216,30 @@ class DeliveryGate(Refreshing):
         self._table_known = False
         self._gate_id = None
         self._acked = 0
-        self._silenced = set()
+        self._ack_waiting = []
         self._thread: threading.Thread | None = None
         self._listener = Listener(self)
         # Subscribe before the first read: a change made through the registry meanwhile
         # reaches us either by apply or by the read, and the newer version wins.
         registry.subscribe(self._listener)
         try:
-            if self.refresh() and self._want_lease is not None:
+            # The store's settings are known only once a refresh has read them; if the first
+            # fails, the checks against them cannot be made (the gate denies meanwhile).
+            if self.refresh():
                 store_lease = self._store_settings().lease
-                if self._want_lease > store_lease:
+                if self._want_lease is not None and self._want_lease > store_lease:
                     raise GateSettingsError(
                         f"lease ({lease}s) is longer than the store's ({store_lease}s): an "
                         "archive waits only the store's lease, so this gate could still admit "
                         "after it returned. Use a lease <= the store's, or raise the store's "
                         "with Registry.set_lease_settings()."
+                    )
+                in_force = self._lease()
+                if self._want_refresh is not None and self._want_refresh >= in_force:
+                    raise GateSettingsError(
+                        f"refresh ({refresh}s) must be shorter than the lease in force "
+                        f"({in_force:g}s, {'this gate' if lease is not None else 'the store'}'s):"
+                        " the gate would lapse between refreshes."
                     )
         except BaseException:
             self._shutdown_reader()
@@ -180,10 +247,47 @@ class DeliveryGate(Refreshing):
             registry.unsubscribe(self._listener)
             raise
         if background_refresh:
-            self._thread = threading.Thread(
-                target=self._run, name="delivery-gate-refresh", daemon=True
-            )
-            self._thread.start()
+            self._start_refresher()
+        _gates.add(self)
+
+    def _start_refresher(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="delivery-gate-refresh", daemon=True)
+        self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        """In a child forked from this gate's process: start over as a gate of its own.
+
+        The refresher thread did not survive the fork, the reader's connection is the
+        parent's, locks may have been held by parent threads, the queued deliveries are the
+        parent's to record, and the view was the parent's: deny until a read of the child's
+        own. The store's connections were already replaced (campaign_states registers its
+        fork hook first, and at-fork hooks run in registration order).
+        """
+        if self._closed:
+            return
+        self._refresh_lock = threading.Lock()
+        self._draining_lock = threading.Lock()
+        self._draining = 0
+        self._stop = threading.Event()
+        self._deadline = -math.inf
+        self._token = object()
+        self._seq = 0
+        # A new gate: the parent's row is the parent's. The child registers anew (on the
+        # store's reopened gate table) before its first read.
+        self._table = None
+        self._table_known = False
+        self._gate_id = None
+        self._acked = 0
+        self._ack_waiting = []
+        # Abandoned, never closed: closing could end the parent's session (see
+        # campaign_states' fork notes); kept referenced so no finalizer closes it.
+        _abandoned.append(self._reader)
+        self._reader = None
+        self._gate_rows = None
+        self._live = set()
+        self._results.forget()
+        if self._thread is not None:
+            self._start_refresher()
 
     @classmethod
     def open(
@@ -299,13 +403,28 @@ class DeliveryGate(Refreshing):
         Args:
             batch: The items, in order (iterated once).
             key: Gives an item's ``(campaign_id, channel)``; default: the item is that pair.
-                ``operator.attrgetter("campaign_id", "channel")`` or ``itemgetter(...)``
-                are compiled to the fast path; another callable is called per item.
+                ``operator.attrgetter("campaign_id", "channel")``, ``itemgetter(0, 1)`` and
+                ``itemgetter("campaign_id", "channel")`` take the fast path; another
+                two-field attrgetter/itemgetter is nearly as fast; another callable is
+                called per item.
             kind: The emission kind for the whole batch.
 
-        Never raises for bad items: an item that cannot be decided is denied.
+        Never raises; what cannot be decided is denied:
+
+        - an item whose key raises or gives no ``(campaign_id, channel)`` pair is denied
+          (INVALID_REQUEST to ``on_decision``);
+        - a ``batch`` that is not iterable (``None``, ``5``) is denied as one item:
+          ``([], [batch])``, so nothing passed in vanishes (one INVALID_REQUEST to
+          ``on_decision``);
+        - a batch whose iterator raises part-way: the items read before the error are decided
+          as usual and returned; the error is logged (logger ``delivery_gate``, warning, with
+          its traceback) and nothing more is read, so the unread rest is in neither list.
         """
-        items = batch if type(batch) is list else list(batch)
+        items: list[Any] | None = batch if type(batch) is list else read_batch(batch)
+        if items is None:
+            if self._on_decision is not None:
+                self._observe_invalid(batch, kind)
+            return [], [batch]
         if kind is not _MESSAGE or self._on_decision is not None:
             return self._filter_slow(items, key, kind)
         if not self._now() < self._deadline:
@@ -354,26 +473,92 @@ class DeliveryGate(Refreshing):
     def close(self) -> None:
         """Deny from now on, wait for permits in flight, record their deliveries, release.
 
-        Idempotent. Closes the registry too if the gate opened it (`DeliveryGate.open`).
+        Only permits admitted before the close are waited for: under senders still asking
+        for permits (a worker pool draining its queue), every new one is denied at once and
+        never delays the close. Idempotent. Closes the registry too if the gate opened it
+        (`DeliveryGate.open`). On an event loop's thread, use `aclose` instead.
 
         Raises:
             ResultsNotRecordedError: Some deliveries could not be recorded (the store is
-                down, or permits were still in flight after ``close_timeout``); the error
-                lists them so they can be recorded later. The gate is closed regardless.
+                down, the registry refused them, or permits admitted before the close were
+                still in flight after ``close_timeout``); the error lists them so they can
+                be recorded later. The gate is closed regardless.
+            GateClosedOnLoopError: Called on a thread running an asyncio event loop, where
+                waiting would block the very tasks holding the permits. Nothing was closed.
         """
         if self._closed:
             return
+        _refuse_on_loop()
+        waiting = self._begin_close()
+        end = time.monotonic() + self._close_timeout
+        pause = 0.0002
+        with self._draining_scope():
+            while waiting and time.monotonic() < end:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.005)
+                waiting = self._still_in(waiting)
+        self._finish_close(waiting)
+
+    async def aclose(self) -> None:
+        """`close` for asyncio: waits for permits without blocking the event loop.
+
+        Tasks holding permits across an ``await`` go on running while this waits, and
+        their deliveries are recorded. The blocking steps (stopping the refresher, the
+        final flush) run in a worker thread. Also ``async with gate:``.
+
+        Raises:
+            ResultsNotRecordedError: As `close`.
+        """
+        import asyncio
+
+        if self._closed:
+            return
+        # Taking the refresh lock may wait for a refresh read in progress: off the loop.
+        waiting = await asyncio.to_thread(self._begin_close)
+        end = time.monotonic() + self._close_timeout
+        pause = 0.0002
+        with self._draining_scope():
+            while waiting and time.monotonic() < end:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.005)
+                waiting = self._still_in(waiting)
+        await asyncio.to_thread(self._finish_close, waiting)
+
+    @contextlib.contextmanager
+    def _draining_scope(self) -> Iterator[None]:
+        """While a drain waits for permits: denied permits yield the GIL to those in flight."""
+        # A lock, not `+=` under the GIL: two drains at once must not lose a count.
+        with self._draining_lock:
+            self._draining += 1
+        try:
+            yield
+        finally:
+            with self._draining_lock:
+                self._draining -= 1
+
+    def _begin_close(self) -> list[Permit]:
+        """Deny from now on; the permits that may have been admitted before that."""
         with self._refresh_lock:
             self._closed = True
             self._deadline = -math.inf
         self._stop.set()
+        # Taken after the deadline fell: a permit registered later reads the fallen
+        # deadline when it decides (it registers before deciding) and is denied, so only
+        # the permits in this snapshot can have been admitted. set.copy() is one C call
+        # under the GIL: a consistent snapshot.
+        return list(self._live.copy())
+
+    def _still_in(self, permits: list[Permit]) -> list[Permit]:
+        # Permits hash by identity: whether this very permit is still inside its block.
+        live = self._live
+        return [p for p in permits if p in live]
+
+    def _finish_close(self, waiting: list[Permit]) -> None:
+        # Permits of the snapshot still deciding are denied and leave by themselves; only
+        # the admitted ones still inside their block are in flight.
+        in_flight = sum(1 for p in waiting if p.decision.admitted and p in self._live)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        # New permits are denied now; wait for the admitted ones to leave their blocks.
-        end = time.monotonic() + self._close_timeout
-        while self._live and time.monotonic() < end:
-            time.sleep(0.001)
-        in_flight = len(self._live)
         if not in_flight:
             # Drained and denying: archives need not wait for us any more. With permits
             # still in flight the row stays, and archives wait out our lease instead.
@@ -384,17 +569,23 @@ class DeliveryGate(Refreshing):
         error: Exception | None = None
         try:
             self._results.flush()
-        except CampaignStateError as e:
+        except Exception as e:
+            # A store error keeps the counts pending (listed below); anything else is a bug
+            # of ours, reported the same way rather than losing the counts.
             error = e
         finally:
             if self._owns_registry:
                 self.registry.close()
-        if error is not None or in_flight:
-            raise ResultsNotRecordedError(
-                self._results.unrecorded(),
-                in_flight,
-                str(error) if error else f"permits still open after {self._close_timeout:g}s",
+        refused = self._results.refused
+        if error is not None or in_flight or refused:
+            cause = (
+                str(error)
+                if error
+                else f"permits still open after {self._close_timeout:g}s"
+                if in_flight
+                else "refused by the registry"
             )
+            raise ResultsNotRecordedError(self._results.unrecorded(), in_flight, cause, refused)
 
     def __enter__(self) -> DeliveryGate:
         return self
@@ -406,6 +597,17 @@ class DeliveryGate(Refreshing):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    async def __aenter__(self) -> DeliveryGate:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<DeliveryGate {self.registry.url} campaigns={len(self._rows)}>"

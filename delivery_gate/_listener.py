@@ -50,34 +50,46 @@ class Listener:
             self._gate._invalidate("apply failed")
 
     def drain(self, campaign_ids: Collection[str], timeout: float) -> Collection[str]:
-        try:
-            return drain(self._gate._live, campaign_ids, timeout)
-        except Exception:
-            return set(campaign_ids)
+        g = self._gate
+        with g._draining_scope():
+            try:
+                return drain(g._live, campaign_ids, timeout)
+            except Exception:
+                return set(campaign_ids)
 
 
 def drain(live: set[Permit], campaign_ids: Collection[str], timeout: float) -> set[str]:
-    """Wait until no permit on these campaigns is in flight; return those still in it.
+    """Wait until the permits on these campaigns in flight now have left; return those left.
+
+    Called after the fence (and the apply): a permit registered later decides after the
+    fence and is denied, so only the permits present at this moment can have been admitted
+    on the old view. We wait for exactly those, by identity, and never for the set to be
+    empty: under a pool of senders still asking for permits on the silenced campaign the
+    set is never empty at a poll (each permit registers before deciding), although every
+    one of them is denied.
 
     Measured in real seconds, whatever the registry's clock: a fake clock does not move
     while another thread finishes its send. Polling (0.2 ms, backing off to 5 ms) keeps
     the permits' exit path free of locks and notifications.
     """
     wanted = set(campaign_ids)
+    # set.copy() is one C call under the GIL: a consistent snapshot of the permits
+    # registered now. A permit in it that is still deciding will be denied (the fence is
+    # up) and leave at once; an admitted one leaves when its block exits.
+    waiting: list[Permit] = []
+    for p in live.copy():
+        try:
+            if p.campaign_id in wanted:
+                waiting.append(p)
+        except TypeError:
+            continue  # an unhashable id: never admitted
     end = time.monotonic() + timeout
     pause = 0.0002
     while True:
-        stuck: set[str] = set()
-        # set.copy() is one C call under the GIL: a consistent snapshot of the permits
-        # registered now. Permits registered later decide after our fence: denied.
-        for p in live.copy():
-            try:
-                if p.campaign_id in wanted:
-                    stuck.add(p.campaign_id)
-            except TypeError:
-                continue  # an unhashable id: never admitted
+        # Permits hash by identity: `p in live` is whether this very permit is still in.
+        waiting = [p for p in waiting if p in live]
         left = end - time.monotonic()
-        if not stuck or left <= 0:
-            return stuck
+        if not waiting or left <= 0:
+            return {p.campaign_id for p in waiting}  # type: ignore[misc]
         time.sleep(min(pause, left))
         pause = min(pause * 2, 0.005)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,13 @@ class Permit:
             self._slot = slot if slot >= 0 else slot_of(self.channel, self.kind)
         else:
             g._live.discard(self)
+            if g._draining:
+                # An archive, stop or close is waiting for the permits admitted before it.
+                # Senders that keep asking (and being denied) would hold the GIL and starve
+                # the threads that must finish those sends; yielding here, on the denial
+                # path only while a drain waits, lets them run (measured: a drain under 16
+                # spinning senders took 0.14-1.3 s without it).
+                time.sleep(0)
         return self
 
     def __exit__(

@@ -73,6 +73,13 @@ class GateStatus:
     closed: bool
 
 
+def _on(permit: Any, campaigns: set[str]) -> bool:
+    try:
+        return permit.campaign_id in campaigns
+    except Exception:
+        return False  # an unhashable id: never admitted
+
+
 class Refreshing:
     """The refresh half of a gate (state set up by `DeliveryGate.__init__`)."""
 
@@ -100,7 +107,7 @@ class Refreshing:
     _table_known: bool
     _gate_id: str | None
     _acked: int
-    _silenced: set[str]
+    _ack_waiting: list[Any]
 
     def refresh(self) -> bool:
         """Refresh the view now (the background thread does this every ``refresh`` s).
@@ -188,17 +195,12 @@ class Refreshing:
         gate_id, seq = self._gate_id, self._seq
         if gate_id is None or seq <= self._acked or self._table is None:
             return
-        silenced = self._silenced
-        if silenced:
-            # A snapshot of the permits in flight now (one C call): a permit admitted under
-            # the old view registered itself before deciding, so it is in it; one deciding
-            # now sees the installed view and is denied.
-            for p in self._live.copy():
-                try:
-                    if p.campaign_id in silenced:
-                        return  # not drained yet: the next probe looks again
-                except Exception:
-                    continue  # an unhashable id: never admitted
+        if self._ack_waiting:
+            # Permits hash by identity: whether these very permits are still in their block.
+            live = self._live
+            self._ack_waiting = [p for p in self._ack_waiting if p in live]
+            if self._ack_waiting:
+                return  # not drained yet: the next probe looks again
         try:
             if not self._table.ack(gate_id, seq):
                 return  # declared dead: the next refresh re-registers
@@ -206,7 +208,6 @@ class Refreshing:
             log.debug("delivery gate: ack failed (%s); retrying", e)
             return
         self._acked = seq
-        silenced.clear()
 
     def _deregister(self) -> None:
         gate_id, self._gate_id = self._gate_id, None
@@ -232,22 +233,25 @@ class Refreshing:
         token = self._reader.version_token()
         if token != self._token:
             batch: ChangeBatch | GateRowBatch
-            silenced = self._silenced
+            silenced: set[str]
             if self._gate_rows is not None:
                 batch = self._gate_rows(self._seq)
                 if batch.seq < self._seq:
                     return  # older than the view (never installed over a newer one)
                 self._snapshot.apply_rows(batch)
                 # What this view silenced: permits on these must drain before the ack.
-                silenced.update(r[0] for r in batch.rows if r[1] != _RUNNING)
+                silenced = {r[0] for r in batch.rows if r[1] != _RUNNING} if self._live else set()
             else:
                 batch = self._reader.changes_since(self._seq)
                 if batch.seq < self._seq:
                     return
                 self._snapshot.apply(batch.campaigns, batch.segments)
-                silenced.update(
-                    c.id for c in batch.campaigns if c.state is not State.ACTIVE_RUNNING
-                )
+                silenced = {c.id for c in batch.campaigns if c.state is not State.ACTIVE_RUNNING}
+            if silenced and self._live:
+                # The permits that may have been admitted on the old view: in flight now
+                # (a permit registers before it decides; set.copy() is one C call, a
+                # consistent snapshot). Later ones decide on the installed view: denied.
+                self._ack_waiting.extend(p for p in self._live.copy() if _on(p, silenced))
             self._seq = batch.seq
             self._settings = batch.lease
             self._token = token

@@ -4,6 +4,7 @@ The tree::
 
     DeliveryGateError
     ├── DeliveryBlockedError          require() was denied; carries the Decision
+    ├── GateClosedOnLoopError (RuntimeError) close() on an event loop: use aclose()
     ├── GateSettingsError (ValueError) a gate setting is out of range
     └── ResultsNotRecordedError       close() could not record some deliveries
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DeliveryBlockedError",
     "DeliveryGateError",
+    "GateClosedOnLoopError",
     "GateSettingsError",
     "ResultsNotRecordedError",
 ]
@@ -62,15 +64,41 @@ class ResultsNotRecordedError(DeliveryGateError):
     """``close()`` could not record every completed delivery.
 
     Attributes:
-        deliveries: What was not recorded; pass them to ``Registry.record_results`` later.
-        in_flight: Permits still inside their block when the gate closed (not counted).
+        deliveries: What was not recorded because the store failed; pass them to
+            ``Registry.record_results`` later.
+        in_flight: Permits admitted before the close still inside their block when it gave
+            up waiting (not counted). Permits denied meanwhile are never counted here.
+        refused: Deliveries the registry refused outright, each with its reason (a retry
+            would be refused again, so they were set aside rather than block the others).
     """
 
-    def __init__(self, deliveries: Sequence[Delivery], in_flight: int, cause: str) -> None:
+    def __init__(
+        self,
+        deliveries: Sequence[Delivery],
+        in_flight: int,
+        cause: str,
+        refused: Sequence[tuple[Delivery, str]] = (),
+    ) -> None:
         self.deliveries = tuple(deliveries)
         self.in_flight = in_flight
+        self.refused = tuple(refused)
+        extra = (
+            f", {sum(d.count for d, _ in self.refused)} refused by the registry "
+            f"(e.g. {self.refused[0][1]})"
+            if self.refused
+            else ""
+        )
         super().__init__(
             f"The gate closed with {sum(d.count for d in self.deliveries)} deliveries not "
-            f"recorded and {in_flight} permit(s) still in flight ({cause}). Record "
+            f"recorded{extra} and {in_flight} permit(s) still in flight ({cause}). Record "
             "`error.deliveries` with Registry.record_results() once the store is back."
         )
+
+
+class GateClosedOnLoopError(DeliveryGateError, RuntimeError):
+    """``close()`` was called on a thread running an asyncio event loop.
+
+    It would block the loop while it waits for permits held across an ``await``, which
+    then could never finish: use ``await gate.aclose()`` or ``async with gate:``. Nothing
+    was closed.
+    """

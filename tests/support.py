@@ -50,3 +50,22 @@ def require_spin() -> None:
     if REQUIRE_SPIN:
         pytest.fail(f"CAMPAIGN_STATES_REQUIRE_SPIN=1 but {reason}")
     pytest.skip(reason)
+
+
+REQUIRE_GRAPHVIZ = os.environ.get("CAMPAIGN_STATES_REQUIRE_GRAPHVIZ") == "1"
+
+
+def require_graphviz() -> None:
+    """Skip (or, with CAMPAIGN_STATES_REQUIRE_GRAPHVIZ=1, fail) when Graphviz's `dot` is absent.
+
+    Only rendering SVG needs the binary; the DOT and Mermaid text, and `diagram --check` (which
+    compares the SVG's recorded source hash), do not, so only the tests that render call this.
+    """
+    import shutil
+
+    if shutil.which("dot") is not None:
+        return
+    reason = "Graphviz's `dot` is not on PATH (apt-get install graphviz)"
+    if REQUIRE_GRAPHVIZ:
+        pytest.fail(f"CAMPAIGN_STATES_REQUIRE_GRAPHVIZ=1 but {reason}")
+    pytest.skip(reason)
