@@ -141,7 +141,7 @@ class Refreshing:
         installed under the old deadline is only more accurate. Never raises.
         """
         with self._refresh_lock:
-            if self._closed or self._gate_id is None:
+            if self._closed or self._reader is None:
                 return
             try:
                 self._pull()
