@@ -152,9 +152,27 @@ class Refreshing:
 
     def _gate_table(self) -> GateTable | None:
         if not self._table_known:
-            self._table = self.registry.gate_table()
+            table = self.registry.gate_table()
+            if table is not None:
+                # Through the gate's own reader connection when it offers one (PostgreSQL:
+                # one connection per gate process at rest), else the store's.
+                own = getattr(self._open_reader(), "gate_table", None)
+                if callable(own):
+                    table = own()
+            self._table = table
             self._table_known = True
         return self._table
+
+    def _open_reader(self) -> Reader:
+        if self._reader is None:
+            self._reader = self.registry.open_reader()
+            # The rows path when the store offers it (`GateReader`): same changes, same
+            # decisions, without building a record per campaign.
+            self._gate_rows = getattr(self._reader, "gate_rows_since", None)
+            # A version token means something only to the connection that produced it
+            # (SQLite's data_version is per connection): a new reader always reads.
+            self._token = object()
+        return self._reader
 
     def _heartbeat(self) -> None:
         """Register (first) or heartbeat, committed, before the read that follows.
@@ -220,17 +238,10 @@ class Refreshing:
 
     def _pull(self) -> None:
         """Probe the store's version; on change read what changed since our sequence."""
-        if self._reader is None:
-            self._reader = self.registry.open_reader()
-            # The rows path when the store offers it (`GateReader`): same changes, same
-            # decisions, without building a record per campaign.
-            self._gate_rows = getattr(self._reader, "gate_rows_since", None)
-            # A version token means something only to the connection that produced it
-            # (SQLite's data_version is per connection): a new reader always reads.
-            self._token = object()
+        reader = self._open_reader()
         # The token is read before the changes: a commit landing between the two is in the
         # read or changes the token again, so the next probe reads it. Never missed.
-        token = self._reader.version_token()
+        token = reader.version_token()
         if token != self._token:
             batch: ChangeBatch | GateRowBatch
             silenced: set[str]
@@ -242,7 +253,7 @@ class Refreshing:
                 # What this view silenced: permits on these must drain before the ack.
                 silenced = {r[0] for r in batch.rows if r[1] != _RUNNING} if self._live else set()
             else:
-                batch = self._reader.changes_since(self._seq)
+                batch = reader.changes_since(self._seq)
                 if batch.seq < self._seq:
                     return
                 self._snapshot.apply(batch.campaigns, batch.segments)
@@ -362,6 +373,10 @@ class Refreshing:
     def _shutdown_reader(self) -> None:
         reader, self._reader = self._reader, None
         self._gate_rows = None
+        if self._table is not None and self._table is not self.registry.gate_table():
+            # A table on the reader's connection goes with it (the row stays ours).
+            self._table = None
+            self._table_known = False
         if reader is not None:
             try:
                 reader.close()
