@@ -66,11 +66,12 @@ APPLICATION: Final = "campaign-states"
 SCHEMA_VERSION: Final = 1
 NOTIFY_CHANNEL: Final = "campaign_states"
 
-#: Defaults for a network store: a database blip of up to about ``lease - refresh`` (4 s)
-#: goes unnoticed by gates, and an archive waits ``(lease + grace) * 1.01`` (about 5.15 s).
-#: The grace allows 100 ms between ``still_valid()`` and the bytes leaving: senders on
-#: other hosts see longer scheduling and GC pauses than the 50 ms that suits one host.
-DEFAULT_LEASE: Final = LeaseSettings(lease=5.0, grace=0.1, refresh=1.0)
+#: Defaults for a network store: a database outage of up to about ``lease - refresh``
+#: (14 s: a 10 s failover or restart) goes unnoticed by gates. Archives wait for the
+#: gates' acknowledgements; only a gate that does not answer costs up to
+#: ``(lease + grace) * 1.01`` (about 15.25 s). The grace allows 100 ms between
+#: ``still_valid()`` and the bytes leaving.
+DEFAULT_LEASE: Final = LeaseSettings(lease=15.0, grace=0.1, refresh=1.0)
 
 _SCHEMA: Final = """
 CREATE TABLE cs_schema (application text PRIMARY KEY, version integer NOT NULL);
@@ -170,8 +171,8 @@ _GATES_TABLE: Final = (
 )
 # Seconds an unused pooled connection stays open (above min_size, which is 0).
 _POOL_IDLE: Final = 10.0
-# Rows silent for this many leases are deleted when a gate registers (see SQLiteGateTable).
-_PRUNE_LEASES: Final = 20
+# Rows silent for longer than this are deleted when a gate registers (see _sqlite_gates).
+_PRUNE_AFTER: Final = 2 * LeaseSettings.MAX_LEASE
 
 _LOCK_SCHEMA: Final = f"SELECT pg_advisory_lock({_SCHEMA_LOCK})"
 _UNLOCK_SCHEMA: Final = f"SELECT pg_advisory_unlock({_SCHEMA_LOCK})"
@@ -1199,8 +1200,8 @@ class PostgresGateTable:
         with self._use() as c:
             c.execute(
                 "DELETE FROM cs_gates WHERE heartbeat_at < "
-                "clock_timestamp() - make_interval(secs => %s * lease)",
-                (_PRUNE_LEASES,),
+                "clock_timestamp() - make_interval(secs => %s)",
+                (_PRUNE_AFTER,),
             )
             c.execute(
                 "INSERT INTO cs_gates (gate_id, host, pid, started, lease, heartbeat_at, "

@@ -32,6 +32,7 @@ from typing import Final
 from ._clock import Clock
 from ._gates import RegisteredGate
 from ._sqlite_sql import connect, rollback, translate
+from ._store import LeaseSettings
 
 __all__ = ["SQLiteGateTable", "boot_id"]
 
@@ -43,10 +44,12 @@ _SCHEMA: Final = (
     " in_flight INTEGER NOT NULL DEFAULT 0)"
 )
 _COLS: Final = "gate_id, host, pid, started, lease, heartbeat, acked_seq, in_flight"
-# Rows whose heartbeat is older than this many leases are deleted when a gate registers:
-# their leases are long over, so nothing waits on them; a gate that was only stalled that
-# long finds its row gone, drops its view and registers anew.
-_PRUNE_LEASES: Final = 20
+# Rows silent for longer than this are deleted when a gate registers: twice the longest
+# lease a store allows (`LeaseSettings.MAX_LEASE`), so whatever lease the gate held is over
+# (a row's own lease column may be a default recorded before the gate's first read). Until
+# then a dead gate's row costs archives nothing: its heartbeat is too old. A gate stalled
+# that long finds its row gone, drops its view and registers anew.
+PRUNE_AFTER: Final = 2 * LeaseSettings.MAX_LEASE
 
 
 def boot_id() -> str:
@@ -106,8 +109,8 @@ class SQLiteGateTable:
                 c.execute("BEGIN IMMEDIATE")
                 try:
                     c.execute(
-                        "DELETE FROM gates WHERE boot != ? OR heartbeat < ? - ? * lease",
-                        (self._boot, now, _PRUNE_LEASES),
+                        "DELETE FROM gates WHERE boot != ? OR heartbeat < ?",
+                        (self._boot, now - PRUNE_AFTER),
                     )
                     c.execute(
                         f"INSERT INTO gates ({_COLS}, boot) VALUES (?,?,?,?,?,?,?,?,?)",

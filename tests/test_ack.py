@@ -16,6 +16,7 @@ import pytest
 
 from campaign_states import FakeClock, LeaseSettings, open_registry
 from campaign_states import _invalidation as invalidation
+from campaign_states._sqlite_gates import PRUNE_AFTER
 from delivery_gate import DeliveryGate
 
 LEASE = LeaseSettings(lease=1.0, grace=0.05, refresh=0.2)
@@ -200,7 +201,7 @@ class TestDeclaredDead:
     """A gate whose row was removed as dead re-registers before it admits again."""
 
     def _declare_dead(self, gate, archiver, clock):
-        clock.advance(25 * LEASE.lease)  # silent for 25 leases: its lease long over
+        clock.advance(PRUNE_AFTER + 1)  # silent past any lease a store allows
         archiver.gate_table().deregister(archiver.gate_table().register(lease=1.0))  # prunes
         assert gate._gate_id not in {g.gate_id for g in archiver.gates()}
 
