@@ -1041,6 +1041,7 @@ class PostgresReader:
         self._schema = ""
         # A connection made since the last wait: notifications before its LISTEN are lost.
         self._fresh = True
+
         self._closed = False
         self._connection()
 
@@ -1157,6 +1158,8 @@ class PostgresReader:
                 if conn is not None:
                     try:
                         for n in conn.notifies(timeout=min(left, 0.25), stop_after=1):
+                            # Including those that arrived during a read or a heartbeat
+                            # on this connection (psycopg keeps them for notifies()).
                             if n.payload == self._schema:
                                 return
                     except psycopg.Error:
