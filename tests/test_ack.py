@@ -320,3 +320,24 @@ class TestHealthyGates:
             for r in others:
                 r.close()
             archiver.close()
+
+
+class TestCannotRegister:
+    """A gate whose registration fails admits nothing: fail closed, with the reason."""
+
+    def test_denies_store_unavailable(self, archiver, elsewhere, monkeypatch):
+        from campaign_states.exceptions import StoreUnavailableError
+        from delivery_gate import Reason
+
+        cid = _running(archiver).id
+
+        def broken():
+            raise StoreUnavailableError("gates file not writable")
+
+        monkeypatch.setattr(elsewhere.store, "gate_table", broken)
+        with DeliveryGate(elsewhere, background_refresh=False) as gate:
+            assert Reason.STORE_UNAVAILABLE == gate.check(cid, "email").reason
+            assert "gates file not writable" in gate.status().last_error
+            monkeypatch.undo()
+            assert gate.refresh()  # registers now, then reads
+            assert gate.check(cid, "email").admitted
