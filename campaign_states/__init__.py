@@ -5,6 +5,7 @@ Archived or stopped campaigns can never deliver: pair this package with `deliver
 
 from __future__ import annotations
 
+from ._async import AsyncRegistry, open_async_registry
 from ._clock import Clock, FakeClock, SystemClock
 from ._gates import GateStore, GateTable, RegisteredGate, WaitedGate, WaitReport
 from ._lifecycle import (
@@ -34,6 +35,7 @@ from ._store import (
 )
 
 __all__ = [
+    "AsyncRegistry",
     "BulkResult",
     "CAMPAIGN_LIFECYCLE",
     "Campaign",
@@ -72,6 +74,7 @@ __all__ = [
     "WaitReport",
     "WaitedGate",
     "WriteTx",
+    "open_async_registry",
     "open_registry",
     "open_store",
 ]

@@ -127,6 +127,8 @@ def settle(
     silenced.extend(quiet.held_since)
     stuck = listeners.drain(silenced, drain_timeout) if listeners and silenced else set()  # (4)
     report = _wait(store, quiet, committed, listeners.gate_ids())  # (5)
+    if listeners:
+        listeners.waited(silenced, report.outcome)  # metrics (campaign_states.otel)
     if stuck:
         raise DrainTimeoutError(stuck, drain_timeout, change)
     return report

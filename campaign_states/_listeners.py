@@ -23,7 +23,9 @@ class ChangeListener(Protocol):
     ``drain``. Implementations must not call back into the registry and must not raise.
     A listener may also have a ``gate_id`` attribute: the id its gate registered under
     (`GateTable`), or None. An archive through this registry does not wait for that
-    gate's acknowledgement: it fenced, applied and drained it itself.
+    gate's acknowledgement: it fenced, applied and drained it itself. And a
+    ``waited(campaign_ids, outcome)`` method, called once a silencing call's wait is over
+    with its `WaitReport.outcome` (``"acknowledged"``, ``"lease"`` or ``"local"``).
     """
 
     def fence(self, campaign_ids: Collection[str]) -> None:
@@ -80,6 +82,13 @@ class Listeners:
         for x in self._items:
             stuck.update(x.drain(ids, timeout))
         return stuck
+
+    def waited(self, ids: Collection[str], outcome: str) -> None:
+        """Tell the listeners that have a ``waited`` method how a wait ended (metrics)."""
+        for x in self._items:
+            hook = getattr(x, "waited", None)
+            if callable(hook):
+                hook(ids, outcome)
 
     def gate_ids(self) -> set[str]:
         """The registered ids of the listeners' gates (see `ChangeListener`)."""

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Final, TypeGuard
 
 from campaign_states import (
+    AsyncRegistry,
     Emission,
     GateRowBatch,
     LeaseSettings,
@@ -120,7 +121,8 @@ class DeliveryGate(Refreshing):
     registry's call returns (archives and stops fence the gate before their commit).
 
     Args:
-        registry: The registry this gate follows (see `DeliveryGate.open` to open one).
+        registry: The registry this gate follows (see `DeliveryGate.open` to open one), or
+            an `campaign_states.AsyncRegistry` (the gate follows the registry it wraps).
         lease: At most the store's lease (`Registry.lease_settings`); default: the store's.
             The lease in force is always the smaller of this and the store's current one.
             ``LeaseSettings.MIN_LEASE`` (0.002 s) to ``MAX_LEASE`` (86,400 s).
@@ -147,7 +149,7 @@ class DeliveryGate(Refreshing):
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Registry | AsyncRegistry,
         *,
         lease: float | None = None,
         refresh: float | None = None,
@@ -155,6 +157,10 @@ class DeliveryGate(Refreshing):
         background_refresh: bool = True,
         close_timeout: float = 30.0,
     ) -> None:
+        if isinstance(registry, AsyncRegistry):
+            # Its calls run this registry: the gate subscribes to it, reads and records
+            # through it (none of which blocks a caller's event loop).
+            registry = registry.registry
         if not isinstance(registry, Registry):
             raise TypeError(
                 f"DeliveryGate needs a campaign_states.Registry, not "

@@ -69,3 +69,33 @@ def require_graphviz() -> None:
     if REQUIRE_GRAPHVIZ:
         pytest.fail(f"CAMPAIGN_STATES_REQUIRE_GRAPHVIZ=1 but {reason}")
     pytest.skip(reason)
+
+
+REDIS_URL = os.environ.get("CAMPAIGN_STATES_REDIS_URL", "redis://127.0.0.1:6379/11")
+REQUIRE_REDIS = os.environ.get("CAMPAIGN_STATES_REQUIRE_REDIS") == "1"
+
+_REDIS_REASON: list[str | None] = []
+
+
+def _redis_unreachable_reason() -> str | None:
+    try:
+        import redis
+    except ImportError:
+        return "redis is not installed (pip install 'campaign-states[celery]')"
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+        return None
+    except redis.RedisError as e:
+        return f"no Redis at CAMPAIGN_STATES_REDIS_URL={REDIS_URL}: {e}"
+
+
+def require_redis() -> None:
+    """Skip (or, with CAMPAIGN_STATES_REQUIRE_REDIS=1, fail) when no Redis is reachable."""
+    if not _REDIS_REASON:
+        _REDIS_REASON.append(_redis_unreachable_reason())
+    reason = _REDIS_REASON[0]
+    if reason is None:
+        return
+    if REQUIRE_REDIS:
+        pytest.fail(f"CAMPAIGN_STATES_REQUIRE_REDIS=1 but {reason}")
+    pytest.skip(reason)

@@ -8,7 +8,11 @@ import sys
 
 import pytest
 
-HEAVY = ["click", "rich", "psycopg", "psycopg_pool", "graphviz", "campaign_states.cli"]
+HEAVY = [
+    "click", "rich", "psycopg", "psycopg_pool", "graphviz", "campaign_states.cli",
+    # The ecosystem extras: imported only by the modules that need them.
+    "opentelemetry", "celery", "kombu", "redis",
+]  # fmt: skip
 
 
 def _modules_after(statement: str) -> set[str]:
@@ -22,14 +26,42 @@ def _modules_after(statement: str) -> set[str]:
 class TestImportPaths:
     """The gate's import path stays light, and the core never imports the gate or the CLI."""
 
-    @pytest.mark.parametrize("module", ["delivery_gate", "campaign_states"])
+    @pytest.mark.parametrize(
+        "module", ["delivery_gate", "campaign_states", "delivery_gate.integrations"]
+    )
     def test_no_heavy_import(self, module):
         loaded = _modules_after(f"import {module}")
         assert [] == [m for m in HEAVY if m in loaded]
 
     def test_core_does_not_import_the_gate(self):
-        loaded = _modules_after("import campaign_states, campaign_states.stores")
+        loaded = _modules_after(
+            "import campaign_states, campaign_states.stores, campaign_states.otel"
+        )
         assert [] == sorted(m for m in loaded if m.split(".")[0] == "delivery_gate")
+
+    def test_otel_modules_import_the_api_only(self):
+        """Instrumenting needs the OpenTelemetry API, never the SDK or Celery."""
+        loaded = _modules_after("import delivery_gate.otel, campaign_states.otel")
+        assert "opentelemetry.metrics" in loaded
+        assert [] == sorted(m for m in loaded if m.startswith(("opentelemetry.sdk", "celery")))
+
+    @pytest.mark.parametrize(
+        ("blocked", "module", "extra"),
+        [
+            ("opentelemetry", "delivery_gate.otel", "otel"),
+            ("opentelemetry", "campaign_states.otel", "otel"),
+            ("celery", "delivery_gate.integrations.celery", "celery"),
+        ],
+    )
+    def test_a_missing_extra_says_how_to_install_it(self, blocked, module, extra):
+        code = (
+            f"import sys; sys.modules[{blocked!r}] = None\n"
+            f"try:\n    import {module}\nexcept ImportError as e:\n    print(e)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        assert f"pip install 'campaign-states[{extra}]'" in out
 
     def test_the_check_catches_a_heavy_import(self):
         """The probe itself can fail: building the CLI does pull in click."""
