@@ -8,7 +8,8 @@ archives campaigns one at a time and reports p50/p90/p99 of ``archive()`` and ho
 returned (``result.wait.outcome``), next to the lease-only wait measured in the same run
 (the gate table made unreadable: every archive waits lease + grace, as before 2.1). Then
 what an idle gate costs (CPU per second of its process, store queries per second) with
-the fast probe and without it (as before 2.1: one read per refresh period), and the check
+the fast probe and without it (as before 2.1: one read per refresh period), what a
+stopped gate and a gate killed 0.9 of the wait ago cost an archive, and the check
 hot path against a dict lookup (bench_gate's figure). Nothing here asserts on time.
 """
 
@@ -125,6 +126,45 @@ def _latency(name: str, url: str, reg: Registry) -> None:
     )
 
 
+def _unanswering(name: str, url: str, reg: Registry) -> None:
+    """What a gate that does not answer costs: SIGSTOPped (its whole lease), and SIGKILLed
+    0.9 of the wait ago (what remains: about 0.1 of it)."""
+    import signal
+
+    wait = reg.lease_settings().commit_wait()
+    for how in ("stopped", "killed 0.9 wait ago"):
+        cid = f"u-{how[:4]}"
+        reg.create_campaign(name=cid, channels=["email"], campaign_id=cid)
+        reg.resume(cid)
+        procs, stop = _start(url, 1)
+        pid = procs[0].pid
+        try:
+            if how == "stopped":
+                os.kill(pid, signal.SIGSTOP)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                procs[0].join(10)
+                while max((g.heartbeat_age for g in reg.gates()), default=wait) < 0.9 * wait:
+                    time.sleep(0.005)
+            t = time.perf_counter()
+            result = reg.archive(cid)
+            took = time.perf_counter() - t
+        finally:
+            if how == "stopped":
+                os.kill(pid, signal.SIGCONT)
+                _stop(procs, stop)
+            else:
+                # Not stop.set(): setting a multiprocessing Event waits for its sleepers
+                # to wake, and a killed one never does.
+                procs[0].join(10)
+        print(
+            f"  {name:10} a gate {how:20}: archive {took * 1000:7.1f} ms = "
+            f"{took / wait:4.2f} x the wait ({wait:g} s), outcome {result.wait.outcome}, "
+            f"waited out {len(result.wait.waited_out)}",
+            flush=True,
+        )
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -166,6 +206,7 @@ def main() -> None:
         reg = open_registry(url, lease=LEASE)
         try:
             _latency("sqlite", url, reg)
+            _unanswering("sqlite", url, reg)
             _idle_cost("sqlite", url)
         finally:
             reg.close()
@@ -184,6 +225,7 @@ def main() -> None:
                 reg = open_registry(url, lease=LEASE)
                 try:
                     _latency("postgresql", url, reg)
+                    _unanswering("postgresql", url, reg)
                     _idle_cost("postgresql", url)
                 finally:
                     reg.close()
