@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow wheel-check lint bench diagrams screenshots clean venv
+.PHONY: demo test test-slow wheel-check lint bench diagrams screenshots model-check clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m mypy
+
+## Model-check the acknowledged-invalidation protocol with Spin (model/ack_invalidation.pml):
+## the protocol must pass, and every deliberately broken variant must fail.
+model-check:
+	model/check.sh
 
 ## Benchmarks: ratios against baselines measured in the same run.
 bench: $(STAMP)

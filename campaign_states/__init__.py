@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._async import AsyncRegistry, open_async_registry
 from ._clock import Clock, FakeClock, SystemClock
+from ._gates import GateStore, GateTable, RegisteredGate, WaitedGate, WaitReport
 from ._lifecycle import (
     CAMPAIGN_LIFECYCLE,
     SEGMENT_LIFECYCLE,
@@ -51,6 +52,8 @@ __all__ = [
     "GateReader",
     "GateRow",
     "GateRowBatch",
+    "GateStore",
+    "GateTable",
     "HistoryEntry",
     "HistoryQuery",
     "ItemOutcome",
@@ -58,6 +61,7 @@ __all__ = [
     "Lifecycle",
     "Outcome",
     "Reader",
+    "RegisteredGate",
     "Registry",
     "Results",
     "SEGMENT_LIFECYCLE",
@@ -71,6 +75,8 @@ __all__ = [
     "SystemClock",
     "TransitionResult",
     "Trigger",
+    "WaitReport",
+    "WaitedGate",
     "WriteTx",
     "open_async_registry",
     "open_registry",

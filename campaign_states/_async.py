@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._clock import Clock
+from ._gates import GateTable, RegisteredGate, WaitReport
 from ._lifecycle import State
 from ._listeners import ChangeListener
 from ._open import open_registry
@@ -93,6 +94,19 @@ class AsyncRegistry:
     def unsubscribe(self, listener: ChangeListener) -> None:
         """As `Registry.unsubscribe`."""
         self.registry.unsubscribe(listener)
+
+    @property
+    def last_wait(self) -> WaitReport | None:
+        """As `Registry.last_wait`."""
+        return self.registry.last_wait
+
+    async def gate_table(self) -> GateTable | None:
+        """As `Registry.gate_table` (opening it may touch the store)."""
+        return await self._run(self.registry.gate_table)
+
+    async def gates(self) -> builtins.list[RegisteredGate]:
+        """As `Registry.gates`."""
+        return await self._run(self.registry.gates)
 
     async def lease_settings(self) -> LeaseSettings:
         """As `Registry.lease_settings`."""

@@ -16,11 +16,14 @@ archived segment is never running" holds, without deadlocks, is written down at
 from __future__ import annotations
 
 import functools
+import os
 import re
+import socket
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, Final
 
 import psycopg
@@ -32,6 +35,7 @@ from psycopg.types.json import Jsonb
 
 from ._clock import Clock, SystemClock
 from ._fork import abandon, reopen_after_fork
+from ._gates import RegisteredGate
 from ._lifecycle import State
 from ._queries import CampaignQuery, HistoryQuery
 from ._query_sql import campaign_where, history_where
@@ -66,11 +70,12 @@ APPLICATION: Final = "campaign-states"
 SCHEMA_VERSION: Final = 1
 NOTIFY_CHANNEL: Final = "campaign_states"
 
-#: Defaults for a network store: a database blip of up to about ``lease - refresh`` (4 s)
-#: goes unnoticed by gates, and an archive waits ``(lease + grace) * 1.01`` (about 5.15 s).
-#: The grace allows 100 ms between ``still_valid()`` and the bytes leaving: senders on
-#: other hosts see longer scheduling and GC pauses than the 50 ms that suits one host.
-DEFAULT_LEASE: Final = LeaseSettings(lease=5.0, grace=0.1, refresh=1.0)
+#: Defaults for a network store: a database outage of up to about ``lease - refresh``
+#: (14 s: a 10 s failover or restart) goes unnoticed by gates. Archives wait for the
+#: gates' acknowledgements; only a gate that does not answer costs up to
+#: ``(lease + grace) * 1.01`` (about 15.25 s). The grace allows 100 ms between
+#: ``still_valid()`` and the bytes leaving.
+DEFAULT_LEASE: Final = LeaseSettings(lease=15.0, grace=0.1, refresh=1.0)
 
 _SCHEMA: Final = """
 CREATE TABLE cs_schema (application text PRIMARY KEY, version integer NOT NULL);
@@ -166,6 +171,19 @@ _SCHEMA_LOCK: Final = "hashtextextended('campaign-states:schema:' || current_sch
 _SEGMENT_LOCK: Final = (
     "hashtextextended('campaign-states:segment:' || current_schema() || ':' || u.id, 0)"
 )
+
+# The registered gates (DESIGN 2.1). Created on open when absent (stores made before it).
+# Heartbeats are the server's clock_timestamp(): every age is measured on that one clock.
+_GATES_TABLE: Final = (
+    "CREATE TABLE cs_gates (gate_id text PRIMARY KEY, host text NOT NULL, "
+    "pid integer NOT NULL, started float8 NOT NULL, lease float8 NOT NULL, "
+    "heartbeat_at timestamptz NOT NULL, acked_seq bigint NOT NULL DEFAULT 0, "
+    "in_flight integer NOT NULL DEFAULT 0)"
+)
+# Seconds an unused pooled connection stays open (above min_size, which is 0).
+_POOL_IDLE: Final = 10.0
+# Rows silent for longer than this are deleted when a gate registers (see _sqlite_gates).
+_PRUNE_AFTER: Final = 2 * LeaseSettings.MAX_LEASE
 
 _LOCK_SCHEMA: Final = f"SELECT pg_advisory_lock({_SCHEMA_LOCK})"
 _UNLOCK_SCHEMA: Final = f"SELECT pg_advisory_unlock({_SCHEMA_LOCK})"
@@ -769,7 +787,10 @@ class PostgresStore:
         return psycopg_pool.ConnectionPool(
             self._url,  # the real URL: `url` masks the password
             kwargs=self._connect_kwargs,
-            min_size=1,
+            # None at rest: a gate process's one connection is its reader's (archives and
+            # result flushes open pooled ones on demand; idle ones close after max_idle).
+            min_size=0,
+            max_idle=_POOL_IDLE,
             max_size=self._pool_size,
             open=True,
             timeout=self.connect_timeout,
@@ -843,6 +864,15 @@ class PostgresStore:
                             "INSERT INTO cs_schema (application, version) VALUES (%s, %s)",
                             (APPLICATION, SCHEMA_VERSION),
                         )
+            finally:
+                if not conn.broken:
+                    conn.execute(_UNLOCK_SCHEMA)
+        if not exists("cs_gates"):
+            conn.execute(_LOCK_SCHEMA)
+            try:
+                with conn.transaction():
+                    if not exists("cs_gates"):
+                        conn.execute(_GATES_TABLE)
             finally:
                 if not conn.broken:
                     conn.execute(_UNLOCK_SCHEMA)
@@ -1027,6 +1057,10 @@ class PostgresStore:
                     "UPDATE cs_meta SET value = %s WHERE key = 'lease'", (_lease_json(settings),)
                 )
 
+    def gate_table(self) -> PostgresGateTable:
+        """The registered gates (``cs_gates``), through this store's pool (archivers)."""
+        return PostgresGateTable(self._conn, self._where)
+
     def open_reader(self) -> PostgresReader:
         """A dedicated reader with its own connections, for a gate's refresher."""
         return PostgresReader(self._url, self._connect_kwargs, self._where)
@@ -1105,10 +1139,11 @@ class PostgresReader:
         self._kwargs = connect_kwargs
         self._where = where
         self._lock = threading.Lock()
-        self._listen_lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
-        self._listener: psycopg.Connection[Any] | None = None
         self._schema = ""
+        # A connection made since the last wait: notifications before its LISTEN are lost.
+        self._fresh = True
+
         self._closed = False
         self._connection()
 
@@ -1123,11 +1158,23 @@ class PostgresReader:
             _close_quietly(self._conn)
             self._conn = None
             try:
-                conn = psycopg.connect(self._url, **self._named("reader"))
+                # One connection per gate for everything: its reads, its LISTEN, its
+                # heartbeats and acks (a fleet of gate processes fits max_connections).
+                conn = psycopg.connect(self._url, **self._named("gate"))
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 conn.read_only = True
+                row = conn.execute("SELECT current_schema()").fetchone()
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                # Heartbeats must be durable (an archiver trusts their age); a server
+                # default of synchronous_commit=off is overridden, as for the pool.
+                conn.execute(
+                    "SELECT set_config('synchronous_commit', 'on', false) "
+                    "WHERE current_setting('synchronous_commit') = 'off'"
+                )
             except psycopg.Error as e:
                 raise translate(e, self._where) from e
+            self._schema = str(row[0]) if row else ""
+            self._fresh = True
             self._conn = conn
         return self._conn
 
@@ -1141,6 +1188,10 @@ class PostgresReader:
                 if conn.broken or conn.closed:
                     self._conn = None  # reconnect on the next call
                 raise translate(e, self._where) from e
+
+    def gate_table(self) -> PostgresGateTable:
+        """The registered gates, through this reader's connection (a gate's own)."""
+        return PostgresGateTable(self._guard, self._where)
 
     def version_token(self) -> object:
         """The store's change sequence: one read of one row, changed by every commit."""
@@ -1189,48 +1240,134 @@ class PostgresReader:
     def wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s, returning early when something commits.
 
-        A hint, never a promise: notifications are lost while the listener is reconnecting,
-        so after a reconnect this returns at once and the caller polls. It never raises:
-        when the server cannot be reached it just sleeps.
+        A hint, never a promise: notifications are lost while the connection is being
+        remade, so after a reconnect this returns at once and the caller polls. It never
+        raises: when the server cannot be reached it just sleeps.
         """
         deadline = time.monotonic() + max(0.0, timeout)
-        with self._listen_lock:
-            if self._closed:
-                return
-            if self._listener is None or self._listener.closed or self._listener.broken:
-                _close_quietly(self._listener)
-                self._listener = None
+        while not self._closed:
+            # Short slices, each under the lock, so a read or close() never waits long.
+            with self._lock:
                 try:
-                    listener = psycopg.connect(self._url, **self._named("listener"))
-                    row = listener.execute("SELECT current_schema()").fetchone()
-                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                except psycopg.Error:
-                    # Unreachable: sleep out the period; the caller's poll reports why.
-                    time.sleep(max(0.0, deadline - time.monotonic()))
+                    conn: psycopg.Connection[Any] | None = self._connection()
+                except StoreError:
+                    conn = None
+                if conn is not None and self._fresh:
+                    self._fresh = False
+                    return  # anything sent before our LISTEN is lost: poll now
+                if (left := deadline - time.monotonic()) <= 0:
                     return
-                self._schema = str(row[0]) if row else ""
-                self._listener = listener
-                return  # anything sent while we were not listening is lost: poll now
-            listener = self._listener
-            try:
-                while (left := deadline - time.monotonic()) > 0 and not self._closed:
-                    # Short slices, so close() never waits long for this lock.
-                    for n in listener.notifies(timeout=min(left, 0.25), stop_after=1):
-                        if n.payload == self._schema:
-                            return
-            except psycopg.Error:
-                _close_quietly(listener)
-                self._listener = None  # reconnect on the next call
+                if conn is not None:
+                    try:
+                        for n in conn.notifies(timeout=min(left, 0.25), stop_after=1):
+                            # Including those that arrived during a read or a heartbeat
+                            # on this connection (psycopg keeps them for notifies()).
+                            if n.payload == self._schema:
+                                return
+                    except psycopg.Error:
+                        _close_quietly(conn)
+                        self._conn = None  # reconnect on the next call
+                        continue
+            if conn is None:
+                # Unreachable: sleep out the period; the caller's poll reports why.
+                time.sleep(max(0.0, min(left, 0.25)))
 
     def close(self) -> None:
-        """Close both connections."""
+        """Close the connection."""
         self._closed = True
         with self._lock:
             _close_quietly(self._conn)
             self._conn = None
-        with self._listen_lock:
-            _close_quietly(self._listener)
-            self._listener = None
+
+
+class PostgresGateTable:
+    """Gate rows in ``cs_gates``; every heartbeat age is measured on the server's clock.
+
+    Heartbeats commit durably (an archiver trusts their age: a heartbeat lost in a server
+    crash could make a gate look older than the view it holds); acks commit with
+    ``synchronous_commit = off`` (a lost ack only makes an archive wait longer). No
+    NOTIFY is ever sent here: acks are polled by the archiver, never broadcast.
+
+    Args:
+        use: Gives a connection in autocommit mode for one call (a pool's, or a reader's).
+        where: The store's description, for errors.
+    """
+
+    def __init__(
+        self, use: Callable[[], AbstractContextManager[psycopg.Connection[Any]]], where: str
+    ) -> None:
+        self._use = use
+        self._where = where
+
+    def register(self, *, lease: float, in_flight: int = 0) -> str:
+        """Prune long-silent rows, insert a new gate's row (heartbeat now); committed."""
+        gate_id = uuid.uuid4().hex
+        with self._use() as c:
+            c.execute(
+                "DELETE FROM cs_gates WHERE heartbeat_at < "
+                "clock_timestamp() - make_interval(secs => %s)",
+                (_PRUNE_AFTER,),
+            )
+            c.execute(
+                "INSERT INTO cs_gates (gate_id, host, pid, started, lease, heartbeat_at, "
+                "in_flight) VALUES (%s, %s, %s, %s, %s, clock_timestamp(), %s)",
+                (gate_id, socket.gethostname(), os.getpid(), time.time(), lease, in_flight),
+            )
+        return gate_id
+
+    def heartbeat(self, gate_id: str, *, lease: float, in_flight: int = 0) -> bool:
+        """Commit a heartbeat (the server's now), durably; False if the row is gone."""
+        with self._use() as c:
+            cur = c.execute(
+                "UPDATE cs_gates SET heartbeat_at = clock_timestamp(), lease = %s, "
+                "in_flight = %s WHERE gate_id = %s",
+                (lease, in_flight, gate_id),
+            )
+            return cur.rowcount == 1
+
+    def ack(self, gate_id: str, seq: int) -> bool:
+        """Commit ``acked_seq = greatest(acked_seq, seq)``, not durably; False if gone."""
+        with self._use() as c:
+            # Explicit, so the connection's read-only REPEATABLE READ default (a reader's)
+            # does not apply, and SET LOCAL has a transaction to apply to.
+            c.execute("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE")
+            try:
+                c.execute("SET LOCAL synchronous_commit = off")
+                cur = c.execute(
+                    "UPDATE cs_gates SET acked_seq = greatest(acked_seq, %s) WHERE gate_id = %s",
+                    (seq, gate_id),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+            return cur.rowcount == 1
+
+    def deregister(self, gate_id: str) -> None:
+        """Delete the gate's row."""
+        with self._use() as c:
+            c.execute("DELETE FROM cs_gates WHERE gate_id = %s", (gate_id,))
+
+    def rows(self, gate_ids: Sequence[str] | None = None) -> list[RegisteredGate]:
+        """The gate rows (or only ``gate_ids``), ages computed by the server, one statement."""
+        sql = (
+            "SELECT gate_id, host, pid, started, lease, "
+            "greatest(0, extract(epoch FROM clock_timestamp() - heartbeat_at))::float8, "
+            "acked_seq, in_flight FROM cs_gates"
+        )
+        args: tuple[object, ...] = ()
+        if gate_ids is not None:
+            sql += " WHERE gate_id = ANY(%s)"
+            args = (list(gate_ids),)
+        with self._use() as c:
+            found = c.execute(sql + " ORDER BY started", args).fetchall()
+        return [
+            RegisteredGate(
+                gate_id=gid, host=host, pid=pid, started=started, lease=lease,
+                heartbeat_age=age, acked_seq=acked, in_flight=in_flight,
+            )
+            for gid, host, pid, started, lease, age, acked, in_flight in found
+        ]  # fmt: skip
 
 
 def _close_quietly(conn: psycopg.Connection[Any] | None) -> None:

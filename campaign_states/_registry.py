@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import gc
 import time
 import uuid
 from collections.abc import Collection, Iterable, Sequence
@@ -12,6 +11,8 @@ from typing import Any
 import attrs
 
 from ._clock import Clock
+from ._gates import GateStore, GateTable, RegisteredGate, WaitReport
+from ._invalidation import Silenced, silence
 from ._lifecycle import (
     SegmentState,
     SegmentTrigger,
@@ -20,7 +21,7 @@ from ._lifecycle import (
     Verdict,
     decide_segment,
 )
-from ._listeners import ChangeListener, Listeners, settle
+from ._listeners import ChangeListener, Listeners
 from ._outcomes import BulkResult, Outcome, SegmentChange, TransitionResult
 from ._planning import Plan, gc_paused, plan, write_transitions
 from ._queries import CampaignQuery, HistoryQuery
@@ -97,6 +98,7 @@ class Registry:
         self.content_limit = check_limit("content_limit", content_limit)
         self.actor_limit = check_limit("actor_limit", actor_limit)
         self._listeners = Listeners()
+        self._last_wait: WaitReport | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -109,6 +111,31 @@ class Registry:
     def url(self) -> str:
         """The store's URL, any password masked (``postgresql://app:***@db/app``)."""
         return self.store.url
+
+    @property
+    def last_wait(self) -> WaitReport | None:
+        """How the most recent archive or stop through this registry reached its promise.
+
+        The same `WaitReport` the call's result carries as ``wait`` (with several threads
+        archiving, the last one to finish). None before the first.
+        """
+        return self._last_wait
+
+    def gate_table(self) -> GateTable | None:
+        """The store's table of registered gates, or None (memory: no other process)."""
+        store = self.store
+        if not store.needs_commit_wait or not isinstance(store, GateStore):
+            return None
+        return store.gate_table()
+
+    def gates(self) -> builtins.list[RegisteredGate]:
+        """The gates registered on this store, oldest first (who is connected, who lags).
+
+        Rows whose heartbeat is older than their lease belong to gates that stalled or died
+        without closing: archives no longer wait for them.
+        """
+        table = self.gate_table()
+        return [] if table is None else table.rows()
 
     def subscribe(self, listener: ChangeListener) -> None:
         """Have ``listener`` fenced, updated and drained around every change (gates do this)."""
@@ -185,29 +212,6 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _settle(
-        self,
-        written: Sequence[Campaign],
-        segments: Sequence[Segment],
-        silenced: Collection[str],
-        held_since: dict[str, float],
-        lease: LeaseSettings,
-        *,
-        change: str,
-    ) -> None:
-        """After a commit: update local gates, drain their permits, wait out remote leases."""
-        settle(
-            self._listeners,
-            self.store,
-            written,
-            segments,
-            silenced,
-            held_since,
-            lease,
-            drain_timeout=self.drain_timeout,
-            change=change,
-        )
-
     # -- segments ---------------------------------------------------------------------------
 
     def create_segment(self, segment_id: str, *, name: str | None = None) -> Segment:
@@ -254,74 +258,74 @@ class Registry:
         if dry_run:
             return self._archive_segment_preview(segment_id)
         cause = f"segment:{segment_id}"
-        for _ in range(_CAS_ATTEMPTS):
-            fenced: builtins.list[str] = []
-            try:
-                # The collector is paused for the write only, not for the commit wait.
-                with gc_paused(), self.store.write() as tx:
-                    seg = tx.segments([segment_id]).get(segment_id)
-                    if seg is None:
-                        raise SegmentNotFoundError(segment_id)
-                    verdict, new_state = decide_segment(seg.state, SegmentTrigger.ARCHIVE)
-                    changed = verdict is Verdict.CHANGED
-                    written: builtins.list[Campaign] = []
-                    # Campaigns this segment's archive already silenced: a retry waits out
-                    # what remains of the first call's commit wait.
-                    held: dict[str, float] = {}
-                    if changed and isinstance(tx, SetWriteTx):
-                        written, held = tx.move_campaigns(
-                            None, segment_id, (State.ACTIVE_RUNNING, State.ACTIVE_STOPPED),
-                            State.ARCHIVED, trigger=Trigger.ARCHIVE.value, actor=actor,
-                            cause=cause, archive_cause=segment_id, now=self.clock.now(),
-                            wall=time.time(),
-                        )  # fmt: skip
-                        seg = attrs.evolve(
-                            seg, state=new_state, version=seg.version + 1, seq=tx.next_seq(1)
-                        )
-                        tx.update_segment(seg)
-                    else:
-                        targets = tx.campaigns_targeting(segment_id)
-                        held = {
-                            c.id: c.state_changed_at
-                            for c in targets
-                            if c.state is State.ARCHIVED and c.archive_cause == segment_id
-                        }
-                        if changed:
-                            victims = [c for c in targets if c.state is not State.ARCHIVED]
-                            first = tx.next_seq(len(victims) + 1)
-                            seg = attrs.evolve(
-                                seg, state=new_state, version=seg.version + 1,
-                                seq=first + len(victims),
-                            )  # fmt: skip
-                            tx.update_segment(seg)
-                            written = write_transitions(
-                                self.clock, tx, victims, Trigger.ARCHIVE,
-                                dest=State.ARCHIVED, actor=actor, cause=cause,
-                                archive_cause=segment_id, first_seq=first,
-                            )  # fmt: skip
-                    # Read after the writes reserved sequence numbers: a concurrent lease
-                    # change (which bumps the sequence too) is then ordered before this
-                    # transaction, so this call waits at least what any gate may hold.
-                    lease = tx.lease_settings()
-                    # Before the commit (see `_transition`).
-                    fenced = [c.id for c in written]
-                    if fenced:
-                        self._listeners.fence(fenced)
-            except ConcurrentUpdateError:
-                self._unfence(fenced)
-                continue
-            except BaseException:
-                self._unfence(fenced)
-                raise
-            silenced = [c.id for c in written]
-            silenced.extend(held)
-            self._settle(
-                written, (seg,) if changed else (), silenced, held, lease, change="segment archive"
-            )
-            return SegmentChange(
+
+        def body(tx: WriteTx) -> tuple[SegmentChange, Silenced | None]:
+            seg = tx.segments([segment_id]).get(segment_id)
+            if seg is None:
+                raise SegmentNotFoundError(segment_id)
+            verdict, new_state = decide_segment(seg.state, SegmentTrigger.ARCHIVE)
+            changed = verdict is Verdict.CHANGED
+            written: builtins.list[Campaign] = []
+            # Campaigns this segment's archive already silenced: a retry waits until
+            # the gates acknowledged (or outlived) the first call's change.
+            held: dict[str, float] = {}
+            if changed and isinstance(tx, SetWriteTx):
+                written, held = tx.move_campaigns(
+                    None, segment_id, (State.ACTIVE_RUNNING, State.ACTIVE_STOPPED),
+                    State.ARCHIVED, trigger=Trigger.ARCHIVE.value, actor=actor,
+                    cause=cause, archive_cause=segment_id, now=self.clock.now(),
+                    wall=time.time(),
+                )  # fmt: skip
+                seg = attrs.evolve(
+                    seg, state=new_state, version=seg.version + 1, seq=tx.next_seq(1)
+                )
+                tx.update_segment(seg)
+            else:
+                targets = tx.campaigns_targeting(segment_id)
+                held = {
+                    c.id: c.state_changed_at
+                    for c in targets
+                    if c.state is State.ARCHIVED and c.archive_cause == segment_id
+                }
+                if changed:
+                    victims = [c for c in targets if c.state is not State.ARCHIVED]
+                    first = tx.next_seq(len(victims) + 1)
+                    seg = attrs.evolve(
+                        seg, state=new_state, version=seg.version + 1,
+                        seq=first + len(victims),
+                    )  # fmt: skip
+                    tx.update_segment(seg)
+                    written = write_transitions(
+                        self.clock, tx, victims, Trigger.ARCHIVE,
+                        dest=State.ARCHIVED, actor=actor, cause=cause,
+                        archive_cause=segment_id, first_seq=first,
+                    )  # fmt: skip
+            segs = (seg,) if changed else ()
+            change = SegmentChange(
                 segment=seg, changed=changed, campaign_ids=tuple(c.id for c in written)
             )
-        raise ConcurrentUpdateError(f"Segment {segment_id!r} kept changing; try again.")
+            return change, Silenced(
+                written=written,
+                segments=segs,
+                held_since=held,
+                # Read after the writes reserved sequence numbers (see `Silenced.lease`).
+                lease=tx.lease_settings(),
+                seq=_silenced_seq(tx, written, segs, held),
+            )
+
+        change, report = silence(
+            self.store,
+            self._listeners,
+            body,
+            drain_timeout=self.drain_timeout,
+            conflict=f"Segment {segment_id!r} kept changing; try again.",
+            change="segment archive",
+            pause_gc=True,
+        )
+        if report is not None:
+            self._last_wait = report
+            change = attrs.evolve(change, wait=report)
+        return change
 
     def _archive_segment_preview(self, segment_id: str) -> SegmentChange:
         # Reads only (works on a read-only store, takes no write lock): what archiving now
@@ -679,7 +683,7 @@ class Registry:
     def _one(self, campaign_id: str, trigger: Trigger, actor: str | None) -> TransitionResult:
         campaign_id = check_id(campaign_id)
         self._check_actor(actor)
-        plan = self._transition([campaign_id], trigger, actor)
+        plan, report = self._transition([campaign_id], trigger, actor)
         outcome, campaign, error = plan.outcomes[campaign_id]
         if outcome is Outcome.NOT_FOUND:
             raise CampaignNotFoundError(campaign_id)
@@ -687,8 +691,12 @@ class Registry:
             raise error
         assert campaign is not None
         if outcome is Outcome.CHANGED:
-            return TransitionResult(campaign=campaign, changed=True, previous=plan.moved[0].state)
-        return TransitionResult(campaign=campaign, changed=False, previous=campaign.state)
+            return TransitionResult(
+                campaign=campaign, changed=True, previous=plan.moved[0].state, wait=report
+            )
+        return TransitionResult(
+            campaign=campaign, changed=False, previous=campaign.state, wait=report
+        )
 
     def _many(self, campaign_ids: Iterable[str], trigger: Trigger, actor: str | None) -> BulkResult:
         # Ids are checked, folded (first occurrence order) and counted against the cap
@@ -696,53 +704,43 @@ class Registry:
         self._check_actor(actor)
         with gc_paused():
             ids = check_distinct_ids(campaign_ids, self.bulk_limit)
-        return BulkResult(self._transition(ids, trigger, actor).outcomes if ids else {})
+        if not ids:
+            return BulkResult({})
+        plan, report = self._transition(ids, trigger, actor)
+        return BulkResult(plan.outcomes, wait=report)
 
-    def _transition(self, ids: builtins.list[str], trigger: Trigger, actor: str | None) -> Plan:
+    def _transition(
+        self, ids: builtins.list[str], trigger: Trigger, actor: str | None
+    ) -> tuple[Plan, WaitReport | None]:
         silencing = trigger in _SILENCING
-        for _ in range(_CAS_ATTEMPTS):
-            fenced: builtins.list[str] = []
-            # Bulk writes pause the collector (see `gc_paused`), for the write only, not
-            # for the commit wait; inline, because a single trigger must not pay for it.
-            paused = len(ids) > 1 and gc.isenabled()
-            if paused:
-                gc.disable()
-            try:
-                with self.store.write() as tx:
-                    plan = self._plan(tx, ids, trigger, actor)
-                    lease = tx.lease_settings() if silencing else None
-                    if silencing and plan.written:
-                        # Before the commit: from here on local gates deny these
-                        # campaigns, so no local admit slips in between the commit becoming
-                        # visible and the listeners' apply.
-                        fenced = [c.id for c in plan.written]
-                        self._listeners.fence(fenced)
-            except ConcurrentUpdateError:
-                # A compare-and-set lost to a writer between our read and our write (every
-                # store locks what it reads, so this is a backstop): nothing was written.
-                self._unfence(fenced)
-                continue
-            except BaseException:
-                self._unfence(fenced)
-                raise
-            finally:
-                if paused:
-                    gc.enable()
-            if lease is not None:
-                silenced = fenced or [c.id for c in plan.written]
-                silenced.extend(plan.held_since)
-                self._settle(
-                    plan.written, (), silenced, plan.held_since, lease, change=trigger.value
-                )
-            elif plan.written:
-                self._listeners.apply(plan.written)
-            return plan
-        raise ConcurrentUpdateError("Campaigns kept changing under this call; try again.")
 
-    def _unfence(self, fenced: Sequence[str]) -> None:
-        # The write failed and changed nothing: lift the fences it raised.
-        if fenced:
-            self._listeners.unfence(fenced)
+        def body(tx: WriteTx) -> tuple[Plan, Silenced | None]:
+            plan = self._plan(tx, ids, trigger, actor)
+            if not silencing:
+                return plan, None
+            return plan, Silenced(
+                written=plan.written,
+                held_since=plan.held_since,
+                lease=tx.lease_settings(),
+                seq=_silenced_seq(tx, plan.written, (), plan.held_since),
+            )
+
+        # Bulk writes pause the collector (see `gc_paused`) for the write only, never for
+        # the wait; a single trigger must not pay for it.
+        plan, report = silence(
+            self.store,
+            self._listeners,
+            body,
+            drain_timeout=self.drain_timeout,
+            conflict="Campaigns kept changing under this call; try again.",
+            change=trigger.value,
+            pause_gc=len(ids) > 1,
+        )
+        if report is not None:
+            self._last_wait = report
+        elif plan.written:
+            self._listeners.apply(plan.written)
+        return plan, report
 
     def _plan(
         self, tx: WriteTx, ids: builtins.list[str], trigger: Trigger, actor: str | None
@@ -896,3 +894,18 @@ def _nonempty_channels(channels: object) -> frozenset[Channel]:
             None, [c.value for c in Channel], message="A campaign needs at least one channel."
         )
     return chans
+
+
+def _silenced_seq(
+    tx: WriteTx,
+    written: Sequence[Campaign],
+    segments: Sequence[Segment],
+    held: Collection[str] = (),
+) -> int:
+    """The sequence gates must acknowledge: the last this call wrote, and for campaigns a
+    previous call already silenced (a retry), their last change, read here (a read only:
+    a retry works on a read-only store)."""
+    seqs = [c.seq for c in written] + [s.seq for s in segments]
+    if held:
+        seqs.extend(c.seq for c in tx.campaigns(held).values())
+    return max(seqs, default=0)

@@ -35,6 +35,7 @@ from ._rows import (
     results_from_rows,
     segment_from_row,
 )
+from ._sqlite_gates import SQLiteGateTable
 from ._sqlite_sql import (
     ALREADY,
     APPLICATION_ID,
@@ -415,6 +416,7 @@ class SQLiteStore:
         self._closed = False
         # None in a forked child until its first use reopens it (see _after_fork_in_child).
         self._connection: sqlite3.Connection | None = None
+        self._gates: SQLiteGateTable | None = None
         try:
             self._conn = connect(
                 self.path, readonly=readonly, busy_timeout=self.busy_timeout, create=create
@@ -454,6 +456,9 @@ class SQLiteStore:
             return
         abandon(self._connection)
         self._connection = None
+        if self._gates is not None:
+            abandon(self._gates)  # reopened on first use: the child's gates register anew
+            self._gates = None
         self._lock = threading.RLock()
 
     def _reopen(self) -> sqlite3.Connection:
@@ -642,12 +647,33 @@ class SQLiteStore:
         """A dedicated read connection for a gate."""
         return SQLiteReader(self.path, busy_timeout=self.busy_timeout)
 
+    def current_seq(self) -> int:
+        """The store's change sequence now (an archiver's ceiling for gates' acks)."""
+        with self._guard() as c:
+            (value,) = c.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        return int(value)
+
+    def gate_table(self) -> SQLiteGateTable:
+        """The registered gates, in ``<path>-gates`` (see `SQLiteGateTable`: a file of its
+        own, so heartbeats and acks never change this file's ``data_version``).
+
+        Opened on first use, also on a read-only store: gates on it register too.
+        """
+        with self._lock:
+            if self._gates is None:
+                self._gates = SQLiteGateTable(
+                    self.path, clock=self.clock, busy_timeout=self.busy_timeout
+                )
+            return self._gates
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         with self._lock:
             self._closed = True
             if self._connection is not None:
                 close_connection(self._connection, self.path, self._identity)
+            if self._gates is not None:
+                self._gates.close()
 
     # -- paged reads for operator screens (see `_queries`) -----------------------------
 

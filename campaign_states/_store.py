@@ -90,12 +90,15 @@ class LeaseSettings:
     MIN_LEASE: ClassVar[float] = _MIN_LEASE
     MAX_LEASE: ClassVar[float] = _MAX_SECONDS
 
+    # Defaults chosen for availability (README, "Settings and their trade-offs"): with
+    # acknowledged invalidation an archive waits the lease only for a gate that does not
+    # answer, so the lease can be long enough to ride out seconds-long stalls.
     lease: float = attrs.field(
-        default=0.5, validator=_seconds(allow_zero=False, low=_MIN_LEASE, high=_MAX_SECONDS)
+        default=10.0, validator=_seconds(allow_zero=False, low=_MIN_LEASE, high=_MAX_SECONDS)
     )
-    grace: float = attrs.field(default=0.05, validator=_seconds(allow_zero=True, high=_MAX_SECONDS))
+    grace: float = attrs.field(default=0.1, validator=_seconds(allow_zero=True, high=_MAX_SECONDS))
     refresh: float = attrs.field(
-        default=0.05, validator=_seconds(allow_zero=False, low=_MIN_REFRESH, high=_MAX_SECONDS)
+        default=1.0, validator=_seconds(allow_zero=False, low=_MIN_REFRESH, high=_MAX_SECONDS)
     )
     clock_margin: float = attrs.field(default=0.01, validator=_seconds(allow_zero=True))
     previous_wait: float = attrs.field(default=0.0, validator=_seconds(allow_zero=True))

@@ -15,7 +15,8 @@ its commit to its return (local permits drained, remote leases waited out).
 
 Metric (meter ``campaign_states``): ``campaign_states.registry.wait.duration``
 (histogram, ``s``) with ``campaign_states.wait.outcome``: how the wait ended, as the
-registry reports it (see `WaitProbe`); today every wait is a ``lease`` wait.
+registry reports it (see `WaitProbe`): ``acknowledged``, ``lease`` or ``local``
+(`campaign_states.WaitReport.outcome`).
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ class WaitProbe:
     **The outcome hook.** A registry that knows how its wait ended calls
     ``waited(campaign_ids, outcome)`` on its listeners that have the method (``outcome``:
     ``"acknowledged"`` when every gate acknowledged the change, ``"lease"`` when it waited
-    out leases). No registry reports one yet, so a wait without a report records
-    ``"lease"``: true of every wait today. To wire acknowledged invalidation, call
-    ``getattr(listener, "waited", None)`` in ``settle`` once the wait is over.
+    out leases, ``"local"`` for a memory store). The registry reports it once the wait is
+    over (`campaign_states._invalidation.settle`); a wait without a report records
+    ``"lease"``, the conservative reading.
     """
 
     def __init__(self) -> None:

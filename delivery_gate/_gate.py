@@ -217,6 +217,12 @@ class DeliveryGate(Refreshing):
         self._gate_rows: Callable[[int], GateRowBatch] | None = None
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
+        # Registration (DESIGN 2.1): the first refresh registers before it reads.
+        self._table = None
+        self._table_known = False
+        self._gate_id = None
+        self._acked = 0
+        self._ack_waiting = []
         self._thread: threading.Thread | None = None
         self._listener = Listener(self)
         # Subscribe before the first read: a change made through the registry meanwhile
@@ -243,6 +249,7 @@ class DeliveryGate(Refreshing):
                     )
         except BaseException:
             self._shutdown_reader()
+            self._deregister()
             registry.unsubscribe(self._listener)
             raise
         if background_refresh:
@@ -271,6 +278,13 @@ class DeliveryGate(Refreshing):
         self._deadline = -math.inf
         self._token = object()
         self._seq = 0
+        # A new gate: the parent's row is the parent's. The child registers anew (on the
+        # store's reopened gate table) before its first read.
+        self._table = None
+        self._table_known = False
+        self._gate_id = None
+        self._acked = 0
+        self._ack_waiting = []
         # Abandoned, never closed: closing could end the parent's session (see
         # campaign_states' fork notes); kept referenced so no finalizer closes it.
         _abandoned.append(self._reader)
@@ -551,6 +565,11 @@ class DeliveryGate(Refreshing):
         in_flight = sum(1 for p in waiting if p.decision.admitted and p in self._live)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        if not in_flight:
+            # Drained and denying: archives need not wait for us any more. With permits
+            # still in flight the row stays, and archives wait out our lease instead.
+            with self._refresh_lock:
+                self._deregister()
         self.registry.unsubscribe(self._listener)
         self._shutdown_reader()
         error: Exception | None = None

@@ -36,6 +36,22 @@ def require_postgres() -> None:
     pytest.skip(reason)
 
 
+REQUIRE_SPIN = os.environ.get("CAMPAIGN_STATES_REQUIRE_SPIN") == "1"
+
+
+def require_spin() -> None:
+    """Skip (or, with CAMPAIGN_STATES_REQUIRE_SPIN=1, fail) when Spin or gcc is absent."""
+    import shutil
+
+    missing = [tool for tool in ("spin", "gcc") if shutil.which(tool) is None]
+    if not missing:
+        return
+    reason = f"{' and '.join(missing)} not installed (apt-get install spin gcc)"
+    if REQUIRE_SPIN:
+        pytest.fail(f"CAMPAIGN_STATES_REQUIRE_SPIN=1 but {reason}")
+    pytest.skip(reason)
+
+
 REQUIRE_GRAPHVIZ = os.environ.get("CAMPAIGN_STATES_REQUIRE_GRAPHVIZ") == "1"
 
 

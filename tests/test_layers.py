@@ -89,3 +89,18 @@ class TestImportPaths:
         """The probe itself can fail: building the CLI does pull in click."""
         loaded = _modules_after("import campaign_states.cli; campaign_states.cli.app()")
         assert "click" in loaded
+
+    def test_a_registered_sqlite_gate_stays_light(self, tmp_path):
+        """Registering, heartbeating and acking (campaign_states._gates, _sqlite_gates,
+        _invalidation) pull in nothing heavy either."""
+        url = f"sqlite:///{tmp_path / 'light.db'}"
+        loaded = _modules_after(
+            "from delivery_gate import DeliveryGate\n"
+            f"g = DeliveryGate.open({url!r})\n"
+            "assert g.registry.gates()\n"
+            "g.registry.create_campaign(name='c', channels=['email'], campaign_id='c')\n"
+            "g.registry.archive('c')\n"
+            "g.close()"
+        )
+        assert {"campaign_states._gates", "campaign_states._sqlite_gates"} <= loaded
+        assert [] == [m for m in HEAVY if m in loaded]

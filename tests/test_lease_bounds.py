@@ -42,7 +42,7 @@ class TestGateBounds:
             DeliveryGate(reg, background_refresh=False, **settings)
 
     def test_refresh_at_the_store_lease_is_refused(self, reg: Registry):
-        """No lease given: the refresh is checked against the store's (0.5 s here)."""
+        """No lease given: the refresh is checked against the store's (the default, 10 s)."""
         store_lease = reg.lease_settings().lease
         for refresh in (store_lease, store_lease * 2):
             with pytest.raises(GateSettingsError, match=r"the lease in force .* the store's"):
@@ -54,7 +54,7 @@ class TestGateBounds:
 
     def test_refused_gate_leaves_no_subscription(self, reg: Registry):
         with pytest.raises(GateSettingsError):
-            DeliveryGate(reg, refresh=5.0, background_refresh=False)
+            DeliveryGate(reg, refresh=2 * reg.lease_settings().lease, background_refresh=False)
         assert () == reg._listeners._items
 
     def test_in_bounds_is_kept_as_given(self, reg: Registry):
@@ -62,12 +62,14 @@ class TestGateBounds:
             assert (0.4, 0.001) == (gate.status().lease, gate.status().refresh)
 
     def test_broken_variant_is_caught(self, reg: Registry, monkeypatch: pytest.MonkeyPatch):
-        """Checked against the gate's own lease only (as before), refresh=5 s is accepted
-        and silently halved: what `test_refresh_at_the_store_lease_is_refused` refuses."""
+        """Checked against the gate's own lease only (as before), a refresh of twice the
+        store's lease is accepted and silently halved: what
+        `test_refresh_at_the_store_lease_is_refused` refuses."""
+        refresh = 2 * reg.lease_settings().lease
         monkeypatch.setattr("delivery_gate._gate.DeliveryGate._lease", lambda self: math.inf)
-        with DeliveryGate(reg, refresh=5.0, background_refresh=False) as gate:
+        with DeliveryGate(reg, refresh=refresh, background_refresh=False) as gate:
             monkeypatch.undo()
-            assert gate.status().refresh < 5.0
+            assert gate.status().refresh < refresh
 
 
 class TestLeaseSettingsBounds:

@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from campaign_states._listeners import Listeners
+
 pytest.importorskip("opentelemetry.sdk", reason="the test extra installs opentelemetry-sdk")
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -304,7 +306,7 @@ class TestRegistrySpans:
         exporter, tp = spans
         r, mp = reader
         clock = FakeClock()
-        # SQLite waits out remote leases (on a fake clock: instantly, but it waits).
+        # SQLite waits out a silent remote gate's lease (on a fake clock: instantly).
         reg = instrument_registry(
             Registry(SQLiteStore(tmp_path / "c.db", clock=clock)),
             tracer_provider=tp,
@@ -312,6 +314,7 @@ class TestRegistrySpans:
         )
         c = reg.create_campaign(name="c", channels={"email"}, campaign_id="c-ü-1")
         reg.resume(c.id)
+        reg.store.gate_table().register(lease=1.0)  # another process's gate, never acking
         reg.archive(c.id)
         got = by_name(exporter)
         archive, wait = got["archive campaign"], got["wait"]
@@ -387,26 +390,31 @@ class TestRegistrySpans:
         gate.close()
         reg.close()
 
-    def test_a_reported_outcome_is_recorded(self, traced, monkeypatch):
-        """The hook for acknowledged invalidation: a registry that reports how its wait
-        ended (``listener.waited``) gets that outcome; a broken probe that ignores it
-        would record "lease" and fail here."""
-        reg, exporter, r = traced
-        probe = reg._otel_probe
-        apply = probe.apply
+    def test_the_registry_reports_its_outcome(self, spans, reader, tmp_path, monkeypatch):
+        """Every live gate acknowledged (here: none registered): the wait is recorded as
+        "acknowledged", reported by the registry through ``listener.waited``; a registry
+        that did not report it would be recorded "lease" and fail here."""
+        exporter, tp = spans
+        r, mp = reader
 
-        def reporting_apply(campaigns, segments):
-            apply(campaigns, segments)
-            probe.waited([c.id for c in campaigns], "acknowledged")
+        def archive_outcome(name):
+            exporter.clear()
+            reg = instrument_registry(
+                Registry(SQLiteStore(tmp_path / f"{name}.db", clock=FakeClock())),
+                tracer_provider=tp,
+                meter_provider=mp,
+            )
+            c = reg.create_campaign(name="c", channels={"email"})
+            reg.resume(c.id)
+            assert "acknowledged" == reg.stop(c.id).wait.outcome
+            reg.close()
+            return by_name(exporter)["wait"].attributes["campaign_states.wait.outcome"]
 
-        monkeypatch.setattr(probe, "apply", reporting_apply)
-        c = reg.create_campaign(name="c", channels={"email"})
-        reg.resume(c.id)
-        reg.stop(c.id)
-        wait = by_name(exporter)["wait"]
-        assert "acknowledged" == wait.attributes["campaign_states.wait.outcome"]
+        assert "acknowledged" == archive_outcome("reported")
         hist = points(r, "campaign_states.registry.wait.duration")[1]
         assert 1 == hist[(("campaign_states.wait.outcome", "acknowledged"),)].count
+        monkeypatch.setattr(Listeners, "waited", lambda self, ids, outcome: None)
+        assert "lease" == archive_outcome("silent")  # the broken registry, caught
 
     def test_instrumenting_twice_traces_once(self, traced):
         reg, exporter, _r = traced
