@@ -73,11 +73,25 @@ class TestCommitWait:
 
     def test_a_gate_that_acknowledged_costs_nothing(self, reg, store, clock):
         (cid,) = _running(reg)
-        _remote_gate(store, acked=10**9)  # cumulative: covers every sequence up to it
+        # The archive's change will be the next sequence: a gate that read it acks it.
+        # (Cumulative: an ack covers every sequence up to it.)
+        _remote_gate(store, acked=store.current_seq() + 1)
         clock.slept.clear()
         result = reg.archive(cid)
+        assert store.current_seq() == result.wait.seq
         assert 0 == pytest.approx(sum(clock.slept))
         assert ("acknowledged", 1) == (result.wait.outcome, result.wait.acknowledged)
+
+    def test_an_ack_above_the_stores_sequence_counts_for_nothing(self, reg, store, clock):
+        # A gate still reading another incarnation of the file (a backup restored over
+        # it) may have acked a sequence this store never reached: it is waited for.
+        (cid,) = _running(reg)
+        _remote_gate(store, acked=store.current_seq() + 1000)
+        wait = reg.lease_settings().commit_wait()
+        clock.slept.clear()
+        result = reg.archive(cid)
+        assert wait == pytest.approx(sum(clock.slept))
+        assert "lease" == result.wait.outcome
 
     def test_a_silent_live_gate_costs_the_whole_wait_once(self, reg, store, clock):
         (cid,) = _running(reg)
@@ -183,7 +197,7 @@ class TestRetryWait:
     def test_retry_with_every_gate_acknowledged_returns_at_once(self, reg, store, clock):
         (cid,) = _running(reg)
         reg.archive(cid)
-        _remote_gate(store, acked=10**9)
+        _remote_gate(store, acked=store.current_seq())  # it read the first archive
         clock.slept.clear()
         result = reg.archive(cid)
         assert result.changed is False
