@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow wheel-check lint bench diagrams docs clean venv
+.PHONY: demo test test-slow wheel-check lint bench diagrams docs screenshots model-check clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,18 @@ wheel-check: $(STAMP)
 	  files = [campaign_states.__file__, delivery_gate.__file__]; \
 	  assert all('site-packages' in f for f in files), files; print('testing the wheel:', *files)"
 	$(WHEEL_VENV)/bin/pytest -q tests/test_exports.py tests/test_registry.py tests/test_gate.py \
-	  tests/test_diagrams.py tests/test_readme.py README.md -k "not postgres"
+	  tests/test_diagrams.py tests/test_readme.py tests/test_web.py README.md -k "not postgres"
 
 ## ruff and mypy, as CI runs them.
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m mypy
+
+## Model-check the acknowledged-invalidation protocol with Spin (model/ack_invalidation.pml):
+## the protocol must pass, and every deliberately broken variant must fail.
+model-check:
+	model/check.sh
 
 ## Benchmarks: ratios against baselines measured in the same run.
 bench: $(STAMP)
@@ -57,6 +62,12 @@ docs: $(STAMP)
 ## Regenerate the committed state diagrams (needs Graphviz's `dot` for SVG).
 diagrams: $(STAMP)
 	$(BIN)/campaign-states diagram --write
+
+## Regenerate the console's screenshots in docs/screenshots (the browser walkthrough; needs Chromium).
+screenshots: $(STAMP)
+	rm -f docs/screenshots/*.png
+	CAMPAIGN_STATES_SCREENSHOTS=docs/screenshots CAMPAIGN_STATES_REQUIRE_BROWSER=1 \
+	  $(BIN)/pytest -q tests/test_web_browser.py -k walkthrough
 
 clean:
 	rm -rf $(VENV) $(WHEEL_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build docs/_build

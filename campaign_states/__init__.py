@@ -5,7 +5,9 @@ Archived or stopped campaigns can never deliver: pair this package with `deliver
 
 from __future__ import annotations
 
+from ._async import AsyncRegistry, open_async_registry
 from ._clock import Clock, FakeClock, SystemClock
+from ._gates import GateStore, GateTable, RegisteredGate, WaitedGate, WaitReport
 from ._lifecycle import (
     CAMPAIGN_LIFECYCLE,
     SEGMENT_LIFECYCLE,
@@ -18,25 +20,33 @@ from ._lifecycle import (
 from ._listeners import ChangeListener
 from ._open import open_registry, open_store
 from ._outcomes import BulkResult, ItemOutcome, Outcome, SegmentChange, TransitionResult
+from ._queries import CampaignQuery, HistoryQuery
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._registry import Registry
 from ._store import LeaseSettings
+from ._validation import well_formed_id
 
 __all__ = [
+    "AsyncRegistry",
     "BulkResult",
     "CAMPAIGN_LIFECYCLE",
     "Campaign",
+    "CampaignQuery",
     "ChangeListener",
     "Channel",
     "Clock",
     "Delivery",
     "Emission",
     "FakeClock",
+    "GateStore",
+    "GateTable",
     "HistoryEntry",
+    "HistoryQuery",
     "ItemOutcome",
     "LeaseSettings",
     "Lifecycle",
     "Outcome",
+    "RegisteredGate",
     "Registry",
     "Results",
     "SEGMENT_LIFECYCLE",
@@ -48,8 +58,12 @@ __all__ = [
     "SystemClock",
     "TransitionResult",
     "Trigger",
+    "WaitReport",
+    "WaitedGate",
+    "open_async_registry",
     "open_registry",
     "open_store",
+    "well_formed_id",
 ]
 
 

@@ -18,6 +18,7 @@ import attrs
 from ._clock import Clock, SystemClock
 from ._fork import reopen_after_fork
 from ._lifecycle import State
+from ._queries import CampaignQuery, HistoryQuery, matches_campaign, matches_history
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._rows import gate_row
 from ._store import ChangeBatch, GateRowBatch, LeaseSettings
@@ -139,6 +140,7 @@ class MemoryStore:
         # and a lock a parent thread may have held: a fresh one.
         reopen_after_fork(self)
         self._campaigns: dict[str, Campaign] = {}
+        self._sorted_ids: list[str] | None = None
         self._segments: dict[str, Segment] = {}
         self._by_segment: dict[str, set[str]] = defaultdict(set)
         self._history: dict[str, list[HistoryEntry]] = defaultdict(list)
@@ -163,6 +165,8 @@ class MemoryStore:
         by_segment = self._by_segment
         for c in tx.campaigns_new.values():
             old = campaigns.get(c.id)
+            if old is None:
+                self._sorted_ids = None  # a new id: `_ids_in_order` sorts again
             if old is None or old.segments is not c.segments:
                 if old is not None:
                     for sid in old.segments - c.segments:
@@ -218,15 +222,47 @@ class MemoryStore:
         """One segment, or None."""
         return self._segments.get(segment_id)
 
-    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
-        """Campaigns, optionally filtered by state and targeted segment, ordered by id."""
+    def list_campaigns(
+        self,
+        state: State | None,
+        segment: str | None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``."""
         with self._lock:
-            pool = (
-                [self._campaigns[c] for c in self._by_segment.get(segment, ())]
-                if segment is not None
-                else list(self._campaigns.values())
-            )
-        return sorted((c for c in pool if state is None or c.state is state), key=lambda c: c.id)
+            ids = self._ids_in_order(segment)
+            campaigns = self._campaigns
+            out: list[Campaign] = []
+            for i in range(0 if after is None else bisect.bisect_right(ids, after), len(ids)):
+                c = campaigns[ids[i]]
+                if state is None or c.state is state:
+                    out.append(c)
+                    if limit is not None and len(out) >= limit:
+                        break
+            return out
+
+    def count_campaigns(
+        self, state: State | None, segment: str | None, *, after: str | None = None
+    ) -> int:
+        """How many campaigns `list_campaigns` would return with no limit."""
+        with self._lock:
+            ids = self._ids_in_order(segment)
+            start = 0 if after is None else bisect.bisect_right(ids, after)
+            if state is None:
+                return len(ids) - start
+            campaigns = self._campaigns
+            return sum(1 for i in range(start, len(ids)) if campaigns[ids[i]].state is state)
+
+    def _ids_in_order(self, segment: str | None) -> list[str]:
+        # Called with the lock held. Every id, sorted once and kept until a campaign is
+        # added (ids are never removed), so a page is a bisect, not a sort of every id.
+        if segment is not None:
+            return sorted(self._by_segment.get(segment, ()))
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted(self._campaigns)
+        return self._sorted_ids
 
     def list_segments(self) -> list[Segment]:
         """Every segment, ordered by id."""
@@ -290,6 +326,37 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    # -- paged reads for operator screens: a scan, the reference semantics -------------
+
+    def find_campaigns(self, query: CampaignQuery) -> list[Campaign]:
+        """One page of the campaigns ``query`` selects, ordered by id."""
+        with self._lock:
+            pool = (
+                [self._campaigns[c] for c in self._by_segment.get(query.segment, ())]
+                if query.segment is not None
+                else list(self._campaigns.values())
+            )
+        found = sorted((c for c in pool if matches_campaign(query, c)), key=lambda c: c.id)
+        return found[: query.limit]
+
+    def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
+        """One page of history entries across campaigns, ordered by seq as asked."""
+        with self._lock:
+            if query.campaign is not None:
+                pool = list(self._history.get(query.campaign, ()))
+            else:
+                pool = [e for entries in self._history.values() for e in entries]
+        found = sorted(
+            (e for e in pool if matches_history(query, e)),
+            key=lambda e: e.seq,
+            reverse=query.newest_first,
+        )
+        return found[: query.limit]
+
+    def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
+        """Results of each of ``campaign_ids``."""
+        return {cid: self.results(cid) for cid in campaign_ids}
 
 
 def _by_seq(c: Campaign) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
+from ._gates import WaitReport
 from ._lifecycle import State
 from ._records import Campaign, Segment
 from .exceptions import CampaignStateError
@@ -33,11 +34,14 @@ class TransitionResult:
         campaign: The campaign after the call.
         changed: False when the trigger's target already held (a safe retry).
         previous: The state before the call.
+        wait: For a stop or an archive, how its promise was reached (`WaitReport`: every
+            live gate acknowledged, or which gates were waited out); else None.
     """
 
     campaign: Campaign
     changed: bool
     previous: State
+    wait: WaitReport | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -68,13 +72,15 @@ class BulkResult(Mapping[str, ItemOutcome]):
     """Per-id outcomes of a bulk action, in the order the ids were first named.
 
     It is a read-only mapping from id to `ItemOutcome`; ``ids(Outcome.CHANGED)`` lists the
-    ids with one outcome.
+    ids with one outcome. ``wait`` is, for ``stop_many`` and ``archive_many``, how the
+    promise was reached (`WaitReport`), else None.
     """
 
-    __slots__ = ("_rows",)
+    __slots__ = ("_rows", "wait")
 
-    def __init__(self, rows: Mapping[str, Row]) -> None:
+    def __init__(self, rows: Mapping[str, Row], *, wait: WaitReport | None = None) -> None:
         self._rows = rows
+        self.wait = wait
 
     def __getitem__(self, key: str) -> ItemOutcome:
         outcome, campaign, error = self._rows[key]
@@ -118,9 +124,11 @@ class SegmentChange:
         campaign_ids: Campaigns archived by the cascade (or, on a dry run, that would be);
             on unarchive with ``restore_campaigns``, the campaigns restored.
         dry_run: True when nothing was written.
+        wait: For an archive, how its promise was reached (`WaitReport`); else None.
     """
 
     segment: Segment
     changed: bool
     campaign_ids: tuple[str, ...]
     dry_run: bool = False
+    wait: WaitReport | None = attrs.field(default=None, eq=False)

@@ -16,10 +16,14 @@ archived segment is never running" holds, without deadlocks, is written down at
 from __future__ import annotations
 
 import functools
+import os
+import re
+import socket
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, Final
 
 import psycopg
@@ -31,7 +35,10 @@ from psycopg.types.json import Jsonb
 
 from ._clock import Clock, SystemClock
 from ._fork import abandon, reopen_after_fork
+from ._gates import RegisteredGate
 from ._lifecycle import State
+from ._queries import CampaignQuery, HistoryQuery
+from ._query_sql import campaign_where, history_where
 from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
     campaign_from_row,
@@ -40,6 +47,7 @@ from ._rows import (
     results_from_rows,
     segment_from_row,
 )
+from ._secrets import mask_secrets
 from ._store import ChangeBatch, GateRowBatch, LeaseSettings
 from .exceptions import (
     CampaignStateError,
@@ -62,11 +70,12 @@ APPLICATION: Final = "campaign-states"
 SCHEMA_VERSION: Final = 1
 NOTIFY_CHANNEL: Final = "campaign_states"
 
-#: Defaults for a network store: a database blip of up to about ``lease - refresh`` (4 s)
-#: goes unnoticed by gates, and an archive waits ``(lease + grace) * 1.01`` (about 5.15 s).
-#: The grace allows 100 ms between ``still_valid()`` and the bytes leaving: senders on
-#: other hosts see longer scheduling and GC pauses than the 50 ms that suits one host.
-DEFAULT_LEASE: Final = LeaseSettings(lease=5.0, grace=0.1, refresh=1.0)
+#: Defaults for a network store: a database outage of up to about ``lease - refresh``
+#: (14 s: a 10 s failover or restart) goes unnoticed by gates. Archives wait for the
+#: gates' acknowledgements; only a gate that does not answer costs up to
+#: ``(lease + grace) * 1.01`` (about 15.25 s). The grace allows 100 ms between
+#: ``still_valid()`` and the bytes leaving.
+DEFAULT_LEASE: Final = LeaseSettings(lease=15.0, grace=0.1, refresh=1.0)
 
 _SCHEMA: Final = """
 CREATE TABLE cs_schema (application text PRIMARY KEY, version integer NOT NULL);
@@ -99,6 +108,8 @@ CREATE TABLE cs_history (
     campaign_id text NOT NULL, trigger text NOT NULL, from_state text, to_state text NOT NULL,
     actor text, cause text, time float8 NOT NULL, seq bigint NOT NULL, version bigint NOT NULL);
 CREATE INDEX cs_history_campaign ON cs_history (campaign_id, seq);
+-- The event log pages every campaign's history by seq.
+CREATE INDEX cs_history_seq ON cs_history (seq);
 CREATE FUNCTION cs_history_append_only() RETURNS trigger LANGUAGE plpgsql AS
     $$ BEGIN RAISE EXCEPTION 'campaign-states history is append-only'; END $$;
 CREATE TRIGGER cs_history_no_change BEFORE UPDATE OR DELETE ON cs_history
@@ -123,14 +134,19 @@ _UPDATE_SET: Final = (
     "state_changed_at = u.state_changed_at"
 )
 _STATE_TEXT: Final = {s: s.value for s in State}
+_UPPER: Final = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
+_LOWER: Final = "'abcdefghijklmnopqrstuvwxyz'"
 # Set-form moves (`_Tx.move_campaigns`): %(ids)s are the candidates, in order; each gets
 # the sequence number first + its position, moved or not.
 _CANDIDATES: Final = (
     "unnest(%(ids)s::text[]) WITH ORDINALITY AS j(id, k) JOIN cs_campaigns AS c ON c.id = j.id"
 )
+# `id = ANY(...)`, not a join with the unnest: the planner estimates the filtered side at
+# one row and, joining, loops over every archived campaign per candidate (3.5 s for 1,000
+# candidates among 100,000 campaigns); this one is a primary-key lookup per candidate.
 _ALREADY: Final = (
-    f"SELECT c.id, c.state_changed_at FROM {_CANDIDATES} WHERE c.state = %(dest)s "
-    "AND c.archive_cause IS NOT DISTINCT FROM %(archive_cause)s"
+    "SELECT c.id, c.state_changed_at FROM cs_campaigns AS c WHERE c.id = ANY(%(ids)s::text[]) "
+    "AND c.state = %(dest)s AND c.archive_cause IS NOT DISTINCT FROM %(archive_cause)s"
 )
 _HISTORY_MOVE: Final = (
     "INSERT INTO cs_history (campaign_id, trigger, from_state, to_state, actor, cause, time, "
@@ -155,6 +171,19 @@ _SCHEMA_LOCK: Final = "hashtextextended('campaign-states:schema:' || current_sch
 _SEGMENT_LOCK: Final = (
     "hashtextextended('campaign-states:segment:' || current_schema() || ':' || u.id, 0)"
 )
+
+# The registered gates (DESIGN 2.1). Created on open when absent (stores made before it).
+# Heartbeats are the server's clock_timestamp(): every age is measured on that one clock.
+_GATES_TABLE: Final = (
+    "CREATE TABLE cs_gates (gate_id text PRIMARY KEY, host text NOT NULL, "
+    "pid integer NOT NULL, started float8 NOT NULL, lease float8 NOT NULL, "
+    "heartbeat_at timestamptz NOT NULL, acked_seq bigint NOT NULL DEFAULT 0, "
+    "in_flight integer NOT NULL DEFAULT 0)"
+)
+# Seconds an unused pooled connection stays open (above min_size, which is 0).
+_POOL_IDLE: Final = 10.0
+# Rows silent for longer than this are deleted when a gate registers (see _sqlite_gates).
+_PRUNE_AFTER: Final = 2 * LeaseSettings.MAX_LEASE
 
 _LOCK_SCHEMA: Final = f"SELECT pg_advisory_lock({_SCHEMA_LOCK})"
 _UNLOCK_SCHEMA: Final = f"SELECT pg_advisory_unlock({_SCHEMA_LOCK})"
@@ -226,7 +255,28 @@ def _lease_json(s: LeaseSettings) -> Jsonb:
 
 def _read_lease(conn: psycopg.Connection[Any]) -> LeaseSettings:
     row = conn.execute("SELECT value FROM cs_meta WHERE key = 'lease'").fetchone()
-    return LeaseSettings(**row[0]) if row else DEFAULT_LEASE
+    return LeaseSettings.stored(**row[0]) if row else DEFAULT_LEASE
+
+
+# libpq's connection keywords: the only words of a parse error shown as they are.
+_KEYWORDS: Final = frozenset(o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults())
+
+
+def _bad_url(url: str, err: psycopg.Error) -> InvalidSettingsError:
+    """A libpq parse error, without echoing the password (libpq quotes the whole URL, or
+    the word it stumbled on, which may be part of a password)."""
+
+    def shown(m: re.Match[str]) -> str:
+        word = m[1]
+        if "://" in word or ("=" in word and len(word) > 1):
+            return f'"{mask_secrets(word)}"'
+        return f'"{word}"' if word in _KEYWORDS or word in ("=", "]") else '"***"'
+
+    reason = re.sub(r'"([^"]*)"', shown, " ".join(str(err).split()))
+    return InvalidSettingsError(
+        f"Bad PostgreSQL URL {mask_secrets(url)!r}: {reason}. Use postgresql://user@host/db "
+        "or a libpq key=value string (host=... dbname=...)."
+    )
 
 
 def _describe(url: str) -> str:
@@ -634,6 +684,23 @@ class _Tx:
             return _read_lease(c)
 
 
+def _list_filter(
+    state: State | None, segment: str | None, after: str | None
+) -> tuple[str, list[object]]:
+    where: list[str] = ["true"]
+    args: list[object] = []
+    if state is not None:
+        where.append("state = %s")
+        args.append(state.value)
+    if segment is not None:
+        where.append("id IN (SELECT campaign_id FROM cs_campaign_segments WHERE segment_id = %s)")
+        args.append(segment)
+    if after is not None:
+        where.append("id > %s")
+        args.append(after)
+    return " AND ".join(where), args
+
+
 class PostgresStore:
     """A store in a PostgreSQL database (``postgresql://user@host:port/db``).
 
@@ -653,7 +720,7 @@ class PostgresStore:
     Attributes:
         clock: The clock commit times are measured on.
         needs_commit_wait: Always True: gates on other hosts read this store.
-        url: The URL that reopens this store.
+        url: The URL, password masked (``***``): safe to log, not to reconnect with.
     """
 
     needs_commit_wait = True
@@ -675,7 +742,11 @@ class PostgresStore:
                 raise InvalidSettingsError(f"{name} must be a positive number, not {value!r}.")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise InvalidSettingsError(f"pool_size must be a positive int, not {pool_size!r}.")
-        self.url = url
+        if not isinstance(url, str):
+            raise InvalidSettingsError(f"A PostgreSQL URL is a str, not {type(url).__name__}.")
+        # The real URL stays private: `url` (and so Registry.url and a gate's repr) masks
+        # the password, as SQLAlchemy's URL does.
+        self._url = url
         self.clock: Clock = clock or SystemClock()
         self.busy_timeout = float(busy_timeout)
         self.connect_timeout = float(connect_timeout)
@@ -685,24 +756,41 @@ class PostgresStore:
             # libpq rounds connect_timeout to whole seconds and treats 1 as 2.
             "connect_timeout": max(2, round(self.connect_timeout)),
         }
-        app: object = None
         try:
-            app = conninfo_to_dict(url).get("application_name")
-        except psycopg.Error:
-            app = None  # a bad URL: connecting reports it
+            app: object = conninfo_to_dict(url).get("application_name")
+        except psycopg.Error as e:
+            raise _bad_url(url, e) from e
         # Lets a DBA tell the sessions apart: "<name>" for the store's pool, "<name>
         # reader" and "<name> listener" for gates' (see PostgresReader).
         self._connect_kwargs["application_name"] = str(app or "campaign-states")
         self._create_schema(lease or DEFAULT_LEASE)
         self._pool_size = pool_size
-        self._pool = self._new_pool()
+        self._closed = False
+        self._pool_lock = threading.Lock()
+        # None in a forked child until its first use (see _after_fork_in_child).
+        self._pool_or_none: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] | None = (
+            self._new_pool()
+        )
         reopen_after_fork(self)
+
+    @property
+    def _pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+        pool = self._pool_or_none
+        if pool is None:
+            with self._pool_lock:
+                if self._pool_or_none is None:
+                    self._pool_or_none = self._new_pool()
+                pool = self._pool_or_none
+        return pool
 
     def _new_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
         return psycopg_pool.ConnectionPool(
-            self.url,
+            self._url,  # the real URL: `url` masks the password
             kwargs=self._connect_kwargs,
-            min_size=1,
+            # None at rest: a gate process's one connection is its reader's (archives and
+            # result flushes open pooled ones on demand; idle ones close after max_idle).
+            min_size=0,
+            max_idle=_POOL_IDLE,
             max_size=self._pool_size,
             open=True,
             timeout=self.connect_timeout,
@@ -713,19 +801,28 @@ class PostgresStore:
             name=f"campaign-states {self._where}",
         )
 
+    @property
+    def url(self) -> str:
+        """The store's URL with its password masked (``postgresql://app:***@db/app``)."""
+        return mask_secrets(self._url)
+
     def _after_fork_in_child(self) -> None:
         # The inherited pool's sockets are the parent's sessions and its worker threads did
         # not survive the fork: a pool of the child's own. The old one is abandoned, never
         # closed (closing would end the parent's sessions; psycopg's finalizer already
         # skips connections made in another process).
-        abandon(self._pool)
-        self._pool = self._new_pool()
+        # A new pool is made at the child's first use, not here (no I/O in an at-fork hook).
+        if self._closed:
+            return
+        abandon(self._pool_or_none)
+        self._pool_or_none = None
+        self._pool_lock = threading.Lock()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self.url, **self._connect_kwargs)
+            return psycopg.connect(self._url, **self._connect_kwargs)
         except psycopg.ProgrammingError as e:
-            raise InvalidSettingsError(f"Bad PostgreSQL URL: {e}") from e
+            raise _bad_url(self._url, e) from e
         except psycopg.Error as e:
             raise translate(e, self._where) from e
 
@@ -767,6 +864,15 @@ class PostgresStore:
                             "INSERT INTO cs_schema (application, version) VALUES (%s, %s)",
                             (APPLICATION, SCHEMA_VERSION),
                         )
+            finally:
+                if not conn.broken:
+                    conn.execute(_UNLOCK_SCHEMA)
+        if not exists("cs_gates"):
+            conn.execute(_LOCK_SCHEMA)
+            try:
+                with conn.transaction():
+                    if not exists("cs_gates"):
+                        conn.execute(_GATES_TABLE)
             finally:
                 if not conn.broken:
                     conn.execute(_UNLOCK_SCHEMA)
@@ -851,18 +957,35 @@ class PostgresStore:
             ).fetchone()
         return segment_from_row(row) if row else None
 
-    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
-        """Campaigns, optionally filtered, ordered by id."""
-        sql = f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE true"
-        args: list[object] = []
-        if state is not None:
-            sql += " AND state = %s"
-            args.append(state.value)
-        if segment is not None:
-            sql += " AND id IN (SELECT campaign_id FROM cs_campaign_segments WHERE segment_id = %s)"
-            args.append(segment)
+    def list_campaigns(
+        self,
+        state: State | None,
+        segment: str | None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``.
+
+        The order is the database's collation of ``id`` (byte order under C or C.UTF-8).
+        """
+        where, args = _list_filter(state, segment, after)
+        # The primary key's index gives id order and the start at `after` (keyset paging).
+        sql = f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE {where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            args.append(limit)
         with self._conn() as c:
-            return [campaign_from_row(r) for r in c.execute(sql + " ORDER BY id", args)]
+            return [campaign_from_row(r) for r in c.execute(sql, args)]
+
+    def count_campaigns(
+        self, state: State | None, segment: str | None, *, after: str | None = None
+    ) -> int:
+        """How many campaigns `list_campaigns` would return with no limit."""
+        where, args = _list_filter(state, segment, after)
+        with self._conn() as c:
+            row = c.execute(f"SELECT count(*) FROM cs_campaigns WHERE {where}", args).fetchone()
+        return int(row[0]) if row else 0
 
     def list_segments(self) -> list[Segment]:
         """Every segment, ordered by id."""
@@ -934,13 +1057,60 @@ class PostgresStore:
                     "UPDATE cs_meta SET value = %s WHERE key = 'lease'", (_lease_json(settings),)
                 )
 
+    def gate_table(self) -> PostgresGateTable:
+        """The registered gates (``cs_gates``), through this store's pool (archivers)."""
+        return PostgresGateTable(self._conn, self._where)
+
     def open_reader(self) -> PostgresReader:
         """A dedicated reader with its own connections, for a gate's refresher."""
-        return PostgresReader(self.url, self._connect_kwargs, self._where)
+        return PostgresReader(self._url, self._connect_kwargs, self._where)
+
+    # -- paged reads for operator screens (see `_queries`) -----------------------------
+
+    def find_campaigns(self, query: CampaignQuery) -> list[Campaign]:
+        """One page of the campaigns ``query`` selects, ordered by id (the primary key)."""
+        # translate() lowers A-Z only, as `ascii_lower` does (lower() folds all of Unicode).
+        where, args = campaign_where(
+            query,
+            "%s",
+            lambda col: f"strpos(translate({col}, {_UPPER}, {_LOWER}), %s) > 0",
+            "cs_campaign_segments",
+        )
+        sql = f"SELECT {_CAMPAIGN_COLS} FROM cs_campaigns WHERE {where} ORDER BY id LIMIT %s"
+        with self._conn() as c:
+            return [campaign_from_row(r) for r in c.execute(sql, [*args, query.limit])]
+
+    def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
+        """One page of history entries across campaigns, ordered by seq as asked."""
+        where, args = history_where(query, "%s")
+        order = "DESC" if query.newest_first else "ASC"
+        sql = (
+            "SELECT campaign_id, trigger, from_state, to_state, actor, cause, time, seq, "
+            f"version FROM cs_history WHERE {where} ORDER BY seq {order} LIMIT %s"
+        )
+        with self._conn() as c:
+            rows = c.execute(sql, [*args, query.limit]).fetchall()
+        return history_from_rows(rows)
+
+    def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
+        """Results of each of ``campaign_ids``, in one query."""
+        ids = list(campaign_ids)
+        rows: dict[str, list[Any]] = {cid: [] for cid in ids}
+        with self._conn() as c:
+            for cid, *rest in c.execute(
+                "SELECT campaign_id, channel, kind, count FROM cs_results "
+                "WHERE campaign_id = ANY(%s)",
+                (ids,),
+            ):
+                rows[cid].append(tuple(rest))
+        return {cid: results_from_rows(cid, r) for cid, r in rows.items()}
 
     def close(self) -> None:
         """Close the pool."""
-        self._pool.close()
+        self._closed = True
+        pool = self._pool_or_none
+        if pool is not None:
+            pool.close()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r})"
@@ -969,10 +1139,11 @@ class PostgresReader:
         self._kwargs = connect_kwargs
         self._where = where
         self._lock = threading.Lock()
-        self._listen_lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
-        self._listener: psycopg.Connection[Any] | None = None
         self._schema = ""
+        # A connection made since the last wait: notifications before its LISTEN are lost.
+        self._fresh = True
+
         self._closed = False
         self._connection()
 
@@ -987,11 +1158,23 @@ class PostgresReader:
             _close_quietly(self._conn)
             self._conn = None
             try:
-                conn = psycopg.connect(self._url, **self._named("reader"))
+                # One connection per gate for everything: its reads, its LISTEN, its
+                # heartbeats and acks (a fleet of gate processes fits max_connections).
+                conn = psycopg.connect(self._url, **self._named("gate"))
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 conn.read_only = True
+                row = conn.execute("SELECT current_schema()").fetchone()
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                # Heartbeats must be durable (an archiver trusts their age); a server
+                # default of synchronous_commit=off is overridden, as for the pool.
+                conn.execute(
+                    "SELECT set_config('synchronous_commit', 'on', false) "
+                    "WHERE current_setting('synchronous_commit') = 'off'"
+                )
             except psycopg.Error as e:
                 raise translate(e, self._where) from e
+            self._schema = str(row[0]) if row else ""
+            self._fresh = True
             self._conn = conn
         return self._conn
 
@@ -1005,6 +1188,10 @@ class PostgresReader:
                 if conn.broken or conn.closed:
                     self._conn = None  # reconnect on the next call
                 raise translate(e, self._where) from e
+
+    def gate_table(self) -> PostgresGateTable:
+        """The registered gates, through this reader's connection (a gate's own)."""
+        return PostgresGateTable(self._guard, self._where)
 
     def version_token(self) -> object:
         """The store's change sequence: one read of one row, changed by every commit."""
@@ -1053,48 +1240,134 @@ class PostgresReader:
     def wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s, returning early when something commits.
 
-        A hint, never a promise: notifications are lost while the listener is reconnecting,
-        so after a reconnect this returns at once and the caller polls. It never raises:
-        when the server cannot be reached it just sleeps.
+        A hint, never a promise: notifications are lost while the connection is being
+        remade, so after a reconnect this returns at once and the caller polls. It never
+        raises: when the server cannot be reached it just sleeps.
         """
         deadline = time.monotonic() + max(0.0, timeout)
-        with self._listen_lock:
-            if self._closed:
-                return
-            if self._listener is None or self._listener.closed or self._listener.broken:
-                _close_quietly(self._listener)
-                self._listener = None
+        while not self._closed:
+            # Short slices, each under the lock, so a read or close() never waits long.
+            with self._lock:
                 try:
-                    listener = psycopg.connect(self._url, **self._named("listener"))
-                    row = listener.execute("SELECT current_schema()").fetchone()
-                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                except psycopg.Error:
-                    # Unreachable: sleep out the period; the caller's poll reports why.
-                    time.sleep(max(0.0, deadline - time.monotonic()))
+                    conn: psycopg.Connection[Any] | None = self._connection()
+                except StoreError:
+                    conn = None
+                if conn is not None and self._fresh:
+                    self._fresh = False
+                    return  # anything sent before our LISTEN is lost: poll now
+                if (left := deadline - time.monotonic()) <= 0:
                     return
-                self._schema = str(row[0]) if row else ""
-                self._listener = listener
-                return  # anything sent while we were not listening is lost: poll now
-            listener = self._listener
-            try:
-                while (left := deadline - time.monotonic()) > 0 and not self._closed:
-                    # Short slices, so close() never waits long for this lock.
-                    for n in listener.notifies(timeout=min(left, 0.25), stop_after=1):
-                        if n.payload == self._schema:
-                            return
-            except psycopg.Error:
-                _close_quietly(listener)
-                self._listener = None  # reconnect on the next call
+                if conn is not None:
+                    try:
+                        for n in conn.notifies(timeout=min(left, 0.25), stop_after=1):
+                            # Including those that arrived during a read or a heartbeat
+                            # on this connection (psycopg keeps them for notifies()).
+                            if n.payload == self._schema:
+                                return
+                    except psycopg.Error:
+                        _close_quietly(conn)
+                        self._conn = None  # reconnect on the next call
+                        continue
+            if conn is None:
+                # Unreachable: sleep out the period; the caller's poll reports why.
+                time.sleep(max(0.0, min(left, 0.25)))
 
     def close(self) -> None:
-        """Close both connections."""
+        """Close the connection."""
         self._closed = True
         with self._lock:
             _close_quietly(self._conn)
             self._conn = None
-        with self._listen_lock:
-            _close_quietly(self._listener)
-            self._listener = None
+
+
+class PostgresGateTable:
+    """Gate rows in ``cs_gates``; every heartbeat age is measured on the server's clock.
+
+    Heartbeats commit durably (an archiver trusts their age: a heartbeat lost in a server
+    crash could make a gate look older than the view it holds); acks commit with
+    ``synchronous_commit = off`` (a lost ack only makes an archive wait longer). No
+    NOTIFY is ever sent here: acks are polled by the archiver, never broadcast.
+
+    Args:
+        use: Gives a connection in autocommit mode for one call (a pool's, or a reader's).
+        where: The store's description, for errors.
+    """
+
+    def __init__(
+        self, use: Callable[[], AbstractContextManager[psycopg.Connection[Any]]], where: str
+    ) -> None:
+        self._use = use
+        self._where = where
+
+    def register(self, *, lease: float, in_flight: int = 0) -> str:
+        """Prune long-silent rows, insert a new gate's row (heartbeat now); committed."""
+        gate_id = uuid.uuid4().hex
+        with self._use() as c:
+            c.execute(
+                "DELETE FROM cs_gates WHERE heartbeat_at < "
+                "clock_timestamp() - make_interval(secs => %s)",
+                (_PRUNE_AFTER,),
+            )
+            c.execute(
+                "INSERT INTO cs_gates (gate_id, host, pid, started, lease, heartbeat_at, "
+                "in_flight) VALUES (%s, %s, %s, %s, %s, clock_timestamp(), %s)",
+                (gate_id, socket.gethostname(), os.getpid(), time.time(), lease, in_flight),
+            )
+        return gate_id
+
+    def heartbeat(self, gate_id: str, *, lease: float, in_flight: int = 0) -> bool:
+        """Commit a heartbeat (the server's now), durably; False if the row is gone."""
+        with self._use() as c:
+            cur = c.execute(
+                "UPDATE cs_gates SET heartbeat_at = clock_timestamp(), lease = %s, "
+                "in_flight = %s WHERE gate_id = %s",
+                (lease, in_flight, gate_id),
+            )
+            return cur.rowcount == 1
+
+    def ack(self, gate_id: str, seq: int) -> bool:
+        """Commit ``acked_seq = greatest(acked_seq, seq)``, not durably; False if gone."""
+        with self._use() as c:
+            # Explicit, so the connection's read-only REPEATABLE READ default (a reader's)
+            # does not apply, and SET LOCAL has a transaction to apply to.
+            c.execute("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE")
+            try:
+                c.execute("SET LOCAL synchronous_commit = off")
+                cur = c.execute(
+                    "UPDATE cs_gates SET acked_seq = greatest(acked_seq, %s) WHERE gate_id = %s",
+                    (seq, gate_id),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+            return cur.rowcount == 1
+
+    def deregister(self, gate_id: str) -> None:
+        """Delete the gate's row."""
+        with self._use() as c:
+            c.execute("DELETE FROM cs_gates WHERE gate_id = %s", (gate_id,))
+
+    def rows(self, gate_ids: Sequence[str] | None = None) -> list[RegisteredGate]:
+        """The gate rows (or only ``gate_ids``), ages computed by the server, one statement."""
+        sql = (
+            "SELECT gate_id, host, pid, started, lease, "
+            "greatest(0, extract(epoch FROM clock_timestamp() - heartbeat_at))::float8, "
+            "acked_seq, in_flight FROM cs_gates"
+        )
+        args: tuple[object, ...] = ()
+        if gate_ids is not None:
+            sql += " WHERE gate_id = ANY(%s)"
+            args = (list(gate_ids),)
+        with self._use() as c:
+            found = c.execute(sql + " ORDER BY started", args).fetchall()
+        return [
+            RegisteredGate(
+                gate_id=gid, host=host, pid=pid, started=started, lease=lease,
+                heartbeat_age=age, acked_seq=acked, in_flight=in_flight,
+            )
+            for gid, host, pid, started, lease, age, acked, in_flight in found
+        ]  # fmt: skip
 
 
 def _close_quietly(conn: psycopg.Connection[Any] | None) -> None:

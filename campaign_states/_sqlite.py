@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 from ._clock import Clock, SystemClock
 from ._fork import abandon, reopen_after_fork
 from ._lifecycle import State
+from ._queries import CampaignQuery, HistoryQuery
+from ._query_sql import campaign_where, history_where
 from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
     GateRow,
@@ -33,6 +35,7 @@ from ._rows import (
     results_from_rows,
     segment_from_row,
 )
+from ._sqlite_gates import SQLiteGateTable
 from ._sqlite_sql import (
     ALREADY,
     APPLICATION_ID,
@@ -49,7 +52,9 @@ from ._sqlite_sql import (
     SCHEMA,
     SCHEMA_VERSION,
     UPDATE_ONE,
+    close_connection,
     connect,
+    file_identity,
     rollback,
     translate,
 )
@@ -60,6 +65,8 @@ from .exceptions import (
     DuplicateIdError,
     ForeignStoreError,
     InvalidSettingsError,
+    StoreNotFoundError,
+    StoreReplacedError,
 )
 
 __all__ = ["SQLiteStore"]
@@ -281,9 +288,26 @@ def _by_seq(c: Campaign) -> int:
     return c.seq
 
 
+def _list_filter(
+    state: State | None, segment: str | None, after: str | None
+) -> tuple[str, list[object]]:
+    where: list[str] = ["1"]
+    args: list[object] = []
+    if state is not None:
+        where.append("state = ?")
+        args.append(state.value)
+    if segment is not None:
+        where.append("id IN (SELECT campaign_id FROM campaign_segments WHERE segment_id = ?)")
+        args.append(segment)
+    if after is not None:
+        where.append("id > ?")
+        args.append(after)
+    return " AND ".join(where), args
+
+
 @functools.lru_cache(maxsize=8)
 def _lease_from_text(text: str) -> LeaseSettings:
-    return LeaseSettings(**json.loads(text))
+    return LeaseSettings.stored(**json.loads(text))
 
 
 def _read_lease(conn: sqlite3.Connection) -> LeaseSettings:
@@ -307,10 +331,15 @@ class _Write(AbstractContextManager[_Tx]):
         store._lock.acquire()
         try:
             store._conn.execute("BEGIN IMMEDIATE")
+            # After BEGIN: a file replaced while this waited for the write lock is caught
+            # too. (A replacement between here and COMMIT is not: a rename is not locked.)
+            store.check_file()
         except sqlite3.Error as e:
+            rollback(store._conn)
             store._lock.release()
             raise translate(e, store.path) from e
         except BaseException:
+            rollback(store._conn)
             store._lock.release()
             raise
         return _Tx(store._conn)
@@ -348,6 +377,11 @@ class SQLiteStore:
         clock: The clock commit times are measured on (must be host-wide: the default
             ``CLOCK_BOOTTIME`` is).
         lease: Lease settings written into a new store (an existing store keeps its own).
+        create: Create the file and the schema when the path holds no store (the
+            default); with False, a missing or empty file raises `StoreNotFoundError`.
+
+    Every write first checks that the path still names the file this store opened: after
+    a backup is moved over it, or it is deleted, writes raise `StoreReplacedError`.
     """
 
     needs_commit_wait = True
@@ -362,11 +396,14 @@ class SQLiteStore:
         busy_timeout: float = 5.0,
         clock: Clock | None = None,
         lease: LeaseSettings | None = None,
+        create: bool = True,
     ) -> None:
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             raise InvalidSettingsError(f"An SQLite store needs a file path, not {path!r:.60}.")
         if type(readonly) is not bool:
             raise InvalidSettingsError(f"readonly must be a bool, not {readonly!r:.40}.")
+        if type(create) is not bool:
+            raise InvalidSettingsError(f"create must be a bool, not {create!r:.40}.")
         if lease is not None and not isinstance(lease, LeaseSettings):
             raise InvalidSettingsError("lease must be a LeaseSettings.")
         self.path = str(os.fspath(path))
@@ -375,12 +412,25 @@ class SQLiteStore:
         self.clock: Clock = clock or SystemClock()
         self.url = "sqlite:///" + urllib.parse.quote(self.path) + ("?mode=ro" if readonly else "")
         self._lock = threading.RLock()
+        self._create = create
+        self._closed = False
+        # None in a forked child until its first use reopens it (see _after_fork_in_child).
+        self._connection: sqlite3.Connection | None = None
+        self._gates: SQLiteGateTable | None = None
         try:
-            self._conn = connect(self.path, readonly=readonly, busy_timeout=self.busy_timeout)
+            self._conn = connect(
+                self.path, readonly=readonly, busy_timeout=self.busy_timeout, create=create
+            )
         except sqlite3.Error as e:
+            if not create and file_identity(self.path) is None:
+                raise StoreNotFoundError(self.path) from e
             raise translate(e, self.path) from e
         try:
             self._open(lease)
+            # The file the connection opened (SQLite opens it in connect and has read its
+            # header by now). A rename in the microseconds between would make the first
+            # write refuse, never write to the wrong file.
+            self._identity = file_identity(self.path)
         except BaseException as e:
             self._conn.close()
             if isinstance(e, sqlite3.Error):
@@ -388,22 +438,50 @@ class SQLiteStore:
             raise
         reopen_after_fork(self)
 
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        c = self._connection
+        return c if c is not None else self._reopen()
+
+    @_conn.setter
+    def _conn(self, conn: sqlite3.Connection) -> None:
+        self._connection = conn
+
     def _after_fork_in_child(self) -> None:
-        # SQLite forbids using a connection across fork(): the child gets its own. The lock
-        # may have been held by a parent thread that does not exist here.
-        abandon(self._conn)
+        # SQLite forbids using a connection across fork(): the child gets its own, opened
+        # at its first use rather than here (no I/O in an at-fork hook: a child of a process
+        # with many stores open pays only for those it uses). The lock may have been held by
+        # a parent thread that does not exist here.
+        if self._closed:
+            return
+        abandon(self._connection)
+        self._connection = None
+        if self._gates is not None:
+            abandon(self._gates)  # reopened on first use: the child's gates register anew
+            self._gates = None
         self._lock = threading.RLock()
-        try:
-            self._conn = connect(self.path, readonly=self.readonly, busy_timeout=self.busy_timeout)
-        except sqlite3.Error:
-            log.exception("campaign_states: reopening %s after fork failed", self.path)
-            # A closed connection: every later use raises (translated to a StoreError).
-            self._conn = sqlite3.connect(":memory:")
-            self._conn.close()
+
+    def _reopen(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._connection is not None:
+                return self._connection
+            try:
+                # create=False: a file deleted since the parent opened it is not recreated
+                # empty; the identity stays the parent's, so a replaced file refuses writes.
+                self._connection = connect(
+                    self.path, readonly=self.readonly, busy_timeout=self.busy_timeout, create=False
+                )
+            except sqlite3.Error as e:
+                raise translate(e, self.path) from e
+            return self._connection
 
     def _open(self, lease: LeaseSettings | None) -> None:
         c = self._conn
         (app_id,) = c.execute("PRAGMA application_id").fetchone()
+        if app_id == 0 and not self._create:
+            (tables,) = c.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if tables == 0:
+                raise StoreNotFoundError(self.path, " (the file is empty)")
         if app_id == 0 and not self.readonly:
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -450,6 +528,12 @@ class SQLiteStore:
             except sqlite3.Error as e:
                 raise translate(e, self.path) from e
 
+    def check_file(self) -> None:
+        """Raise `StoreReplacedError` unless the path still names the file opened."""
+        now = file_identity(self.path)
+        if now != self._identity:
+            raise StoreReplacedError(self.path, deleted=now is None)
+
     def write(self) -> _Write:
         """A durable write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
         return _Write(self)
@@ -470,18 +554,33 @@ class SQLiteStore:
             ).fetchone()
         return segment_from_row(row) if row else None
 
-    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
-        """Campaigns, optionally filtered, ordered by id."""
-        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE 1"
-        args: list[object] = []
-        if state is not None:
-            sql += " AND state = ?"
-            args.append(state.value)
-        if segment is not None:
-            sql += " AND id IN (SELECT campaign_id FROM campaign_segments WHERE segment_id = ?)"
-            args.append(segment)
+    def list_campaigns(
+        self,
+        state: State | None,
+        segment: str | None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``."""
+        where, args = _list_filter(state, segment, after)
+        # The primary key's index gives id order and the start at `after`: a page reads
+        # `limit` rows (more only when a filter skips some), wherever it starts.
+        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE {where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
         with self._guard() as c:
-            return [campaign_from_row(r) for r in c.execute(sql + " ORDER BY id", args)]
+            return [campaign_from_row(r) for r in c.execute(sql, args)]
+
+    def count_campaigns(
+        self, state: State | None, segment: str | None, *, after: str | None = None
+    ) -> int:
+        """How many campaigns `list_campaigns` would return with no limit."""
+        where, args = _list_filter(state, segment, after)
+        with self._guard() as c:
+            (n,) = c.execute(f"SELECT count(*) FROM campaigns WHERE {where}", args).fetchone()
+        return int(n)
 
     def list_segments(self) -> list[Segment]:
         """Every segment, ordered by id."""
@@ -515,6 +614,7 @@ class SQLiteStore:
             try:
                 c.execute("BEGIN IMMEDIATE")
                 try:
+                    self.check_file()
                     c.executemany(
                         "INSERT INTO results (campaign_id, channel, kind, count) VALUES (?,?,?,?) "
                         "ON CONFLICT (campaign_id, channel, kind) "
@@ -547,28 +647,119 @@ class SQLiteStore:
         """A dedicated read connection for a gate."""
         return SQLiteReader(self.path, busy_timeout=self.busy_timeout)
 
-    def close(self) -> None:
-        """Close the connection."""
+    def current_seq(self) -> int:
+        """The store's change sequence now (an archiver's ceiling for gates' acks)."""
+        with self._guard() as c:
+            (value,) = c.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        return int(value)
+
+    def gate_table(self) -> SQLiteGateTable:
+        """The registered gates, in ``<path>-gates`` (see `SQLiteGateTable`: a file of its
+        own, so heartbeats and acks never change this file's ``data_version``).
+
+        Opened on first use, also on a read-only store: gates on it register too.
+        """
         with self._lock:
-            self._conn.close()
+            if self._gates is None:
+                self._gates = SQLiteGateTable(
+                    self.path, clock=self.clock, busy_timeout=self.busy_timeout
+                )
+            return self._gates
+
+    def close(self) -> None:
+        """Close the connections."""
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                close_connection(self._connection, self.path, self._identity)
+            if self._gates is not None:
+                self._gates.close()
+
+    # -- paged reads for operator screens (see `_queries`) -----------------------------
+
+    def find_campaigns(self, query: CampaignQuery) -> list[Campaign]:
+        """One page of the campaigns ``query`` selects, ordered by id (the primary key)."""
+        # SQLite's lower() lowers A-Z only (without ICU), as `ascii_lower` does.
+        where, args = campaign_where(
+            query, "?", lambda col: f"instr(lower({col}), ?) > 0", "campaign_segments"
+        )
+        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE {where} ORDER BY id LIMIT ?"
+        with self._guard() as c:
+            return [campaign_from_row(r) for r in c.execute(sql, [*args, query.limit])]
+
+    def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
+        """One page of history entries across campaigns, ordered by seq as asked."""
+        where, args = history_where(query, "?")
+        order = "DESC" if query.newest_first else "ASC"
+        sql = (
+            "SELECT campaign_id, trigger, from_state, to_state, actor, cause, time, seq, "
+            f"version FROM history WHERE {where} ORDER BY seq {order} LIMIT ?"
+        )
+        with self._guard() as c:
+            rows = c.execute(sql, [*args, query.limit]).fetchall()
+        return history_from_rows(rows)
+
+    def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
+        """Results of each of ``campaign_ids``, in one query."""
+        ids = list(campaign_ids)
+        rows: dict[str, list[Any]] = {cid: [] for cid in ids}
+        with self._guard() as c:
+            for start in range(0, len(ids), 500):  # under SQLite's variable limit
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for cid, *rest in c.execute(
+                    "SELECT campaign_id, channel, kind, count FROM results "
+                    f"WHERE campaign_id IN ({marks})",
+                    chunk,
+                ):
+                    rows[cid].append(tuple(rest))
+        return {cid: results_from_rows(cid, r) for cid, r in rows.items()}
 
 
 class SQLiteReader:
     """A gate's own connection: ``PRAGMA data_version`` to notice commits, then a delta read.
 
     ``data_version`` changes when another connection commits, and this one never writes.
+    It opens an existing store only (a reader must never create an empty one where a
+    deleted file was), and `version_token` first checks that the path still names the file
+    it opened: a gate must not renew its lease from a file replaced by a backup.
     """
 
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
         self.path = path
         try:
-            self._conn = connect(path, readonly=False, busy_timeout=busy_timeout)
+            self._conn = connect(path, readonly=False, busy_timeout=busy_timeout, create=False)
         except sqlite3.Error as e:
+            if file_identity(path) is None:
+                raise StoreNotFoundError(path) from e
             raise translate(e, path) from e
+        try:
+            (app_id,) = self._conn.execute("PRAGMA application_id").fetchone()
+            self._identity = file_identity(path)
+        except sqlite3.Error as e:
+            self._conn.close()
+            raise translate(e, path) from e
+        if app_id != APPLICATION_ID:
+            self._conn.close()
+            raise ForeignStoreError(
+                f"{path} is not a campaign-states store (application_id {app_id:#x}): a gate "
+                "cannot read it. Restore the store's file at that path."
+            )
         self._lock = threading.Lock()
 
+    def check_file(self) -> None:
+        """Raise `StoreReplacedError` unless the path still names the file opened."""
+        now = file_identity(self.path)
+        if now != self._identity:
+            raise StoreReplacedError(self.path, deleted=now is None)
+
     def version_token(self) -> object:
-        """Changes whenever any other connection commits."""
+        """Changes whenever any other connection commits.
+
+        Raises:
+            StoreReplacedError: The path names another file now, or none.
+        """
+        self.check_file()
         with self._lock:
             try:
                 return self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -614,7 +805,7 @@ class SQLiteReader:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            close_connection(self._conn, self.path, self._identity)
 
 
 def _campaigns(rows: sqlite3.Cursor) -> list[Campaign]:

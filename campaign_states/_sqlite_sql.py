@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import urllib.parse
 from typing import Final
@@ -32,7 +33,9 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "UPDATE_ONE",
+    "close_connection",
     "connect",
+    "file_identity",
     "rollback",
     "translate",
 ]
@@ -62,6 +65,8 @@ CREATE TABLE history (
     from_state TEXT, to_state TEXT NOT NULL, actor TEXT, cause TEXT,
     time REAL NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL);
 CREATE INDEX history_campaign ON history (campaign_id, id);
+-- The event log pages every campaign's history by seq.
+CREATE INDEX history_seq ON history (seq);
 CREATE TRIGGER history_no_update BEFORE UPDATE ON history
     BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
 CREATE TRIGGER history_no_delete BEFORE DELETE ON history
@@ -139,9 +144,14 @@ def translate(err: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"{path}: {text} ({name or type(err).__name__}); nothing was changed.")
 
 
-def connect(path: str, *, readonly: bool, busy_timeout: float) -> sqlite3.Connection:
+def connect(
+    path: str, *, readonly: bool, busy_timeout: float, create: bool = True
+) -> sqlite3.Connection:
+    """Open ``path``: ``readonly`` (``mode=ro``), or read-write creating it when ``create``
+    (else ``mode=rw``: a missing file is SQLITE_CANTOPEN, never a new empty one)."""
     # A file: URI, quoted: a path holding '?', '#' or '%' would otherwise be cut short.
-    uri = "file:" + urllib.parse.quote(path) + ("?mode=ro" if readonly else "")
+    mode = "?mode=ro" if readonly else ("" if create else "?mode=rw")
+    uri = "file:" + urllib.parse.quote(path) + mode
     # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit BEGIN is a
     # deferred one, the wrong kind for a read-then-write transaction).
     conn = sqlite3.connect(
@@ -205,9 +215,39 @@ MOVE_SET: Final = (
 )
 
 
+def file_identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) the path names now, or None when it names no file.
+
+    A connection keeps reading the inode it opened: after a backup is moved over the path
+    (or the file is deleted) only this comparison tells the two apart.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def close_connection(conn: sqlite3.Connection, path: str, identity: tuple[int, int] | None) -> None:
+    """Close a connection; if its file was replaced, without the checkpoint on close.
+
+    The last connection to close a WAL file checkpoints it and then deletes ``PATH-wal``
+    *by name*: after a restore that name may be the new file's WAL, in use by other
+    processes. Python 3.12 can turn that off (SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE); on 3.11
+    the README's restore procedure (stop the processes first, or restore in place) is
+    what keeps the new file whole.
+    """
+    setconfig = getattr(conn, "setconfig", None)
+    flag = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
+    if setconfig is not None and flag is not None and file_identity(path) != identity:
+        with contextlib.suppress(sqlite3.Error):
+            setconfig(flag, True)
+    conn.close()
+
+
 def rollback(conn: sqlite3.Connection) -> None:
     # SQLite may have rolled back already (disk full, I/O error); a failing ROLLBACK must
     # not hide the error that caused it.
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
+    with contextlib.suppress(sqlite3.Error):  # a closed connection raises here too
+        if conn.in_transaction:
             conn.execute("ROLLBACK")

@@ -7,15 +7,17 @@ decisions and pass one contract suite.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
 from ._clock import Clock
 from ._lifecycle import State
+from ._queries import CampaignQuery, HistoryQuery
 from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
 from ._rows import GateRow, channels_from_text, ids_from_text, state_from_value
 from .exceptions import InvalidSettingsError
@@ -32,8 +34,20 @@ __all__ = [
     "WriteTx",
 ]
 
+log = logging.getLogger("campaign_states")
 
-def _seconds(*, allow_zero: bool) -> Callable[[object, attrs.Attribute[float], float], None]:
+
+# Bounds on the lease settings (also `LeaseSettings.MIN_REFRESH` etc.): below a millisecond a
+# refresher would spin; past a day an archive would wait a day. previous_wait is not bounded:
+# it is an old commit wait, computed, never typed in.
+_MIN_REFRESH = 0.001
+_MIN_LEASE = 0.002
+_MAX_SECONDS = 86_400.0
+
+
+def _seconds(
+    *, allow_zero: bool, low: float = 0.0, high: float = math.inf
+) -> Callable[[object, attrs.Attribute[float], float], None]:
     def check(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidSettingsError(f"{attribute.name} must be a number, not {value!r}.")
@@ -41,6 +55,10 @@ def _seconds(*, allow_zero: bool) -> Callable[[object, attrs.Attribute[float], f
             raise InvalidSettingsError(
                 f"{attribute.name} must be finite and {'>= 0' if allow_zero else '> 0'}, "
                 f"not {value!r}."
+            )
+        if not low <= value <= high:
+            raise InvalidSettingsError(
+                f"{attribute.name} must be between {low:g} and {high:g} seconds, not {value!r}."
             )
 
     return check
@@ -55,19 +73,33 @@ class LeaseSettings:
 
     Attributes:
         lease: A gate denies (STALE) once this long has passed since its last successful
-            refresh *started*. Shorter: archives return sooner; longer: store blips of up to
-            about ``lease - refresh`` go unnoticed.
-        grace: Time allowed between ``still_valid()`` and the bytes leaving.
-        refresh: How often a gate polls the store. Must be below ``lease``.
+            refresh *started*; 0.002 s to 86,400 s (one day). Shorter: archives return
+            sooner; longer: store blips of up to about ``lease - refresh`` go unnoticed.
+        grace: Time allowed between ``still_valid()`` and the bytes leaving; 0 to 86,400 s.
+        refresh: How often a gate polls the store: at least 0.001 s, below ``lease``.
         clock_margin: Relative clock-rate error allowed between hosts.
         previous_wait: While changed settings are taking effect, the old commit wait:
             archivers wait at least this long until `Registry.set_lease_settings` has
             waited out the old leases and cleared it.
+
+    The bounds are class attributes: ``MIN_REFRESH`` (0.001 s), ``MIN_LEASE`` (0.002 s) and
+    ``MAX_LEASE`` (86,400 s, also the most ``grace`` may be).
     """
 
-    lease: float = attrs.field(default=0.5, validator=_seconds(allow_zero=False))
-    grace: float = attrs.field(default=0.05, validator=_seconds(allow_zero=True))
-    refresh: float = attrs.field(default=0.05, validator=_seconds(allow_zero=False))
+    MIN_REFRESH: ClassVar[float] = _MIN_REFRESH
+    MIN_LEASE: ClassVar[float] = _MIN_LEASE
+    MAX_LEASE: ClassVar[float] = _MAX_SECONDS
+
+    # Defaults chosen for availability (README, "Settings and their trade-offs"): with
+    # acknowledged invalidation an archive waits the lease only for a gate that does not
+    # answer, so the lease can be long enough to ride out seconds-long stalls.
+    lease: float = attrs.field(
+        default=10.0, validator=_seconds(allow_zero=False, low=_MIN_LEASE, high=_MAX_SECONDS)
+    )
+    grace: float = attrs.field(default=0.1, validator=_seconds(allow_zero=True, high=_MAX_SECONDS))
+    refresh: float = attrs.field(
+        default=1.0, validator=_seconds(allow_zero=False, low=_MIN_REFRESH, high=_MAX_SECONDS)
+    )
     clock_margin: float = attrs.field(default=0.01, validator=_seconds(allow_zero=True))
     previous_wait: float = attrs.field(default=0.0, validator=_seconds(allow_zero=True))
 
@@ -79,6 +111,35 @@ class LeaseSettings:
             )
         if self.clock_margin >= 1:
             raise InvalidSettingsError("clock_margin is a fraction; use e.g. 0.01.")
+
+    @classmethod
+    def stored(cls, **values: Any) -> LeaseSettings:
+        """Settings as a store persisted them, by this version or an older one.
+
+        A store written before the bounds existed may hold settings outside them (a
+        refresh of 1e-9 s). Refusing to load those would make every gate deny for good and
+        leave `Registry.set_lease_settings` unable to read what it must wait out, so they
+        load as they are (a warning is logged); only non-numbers are refused.
+        """
+        try:
+            return cls(**values)
+        except InvalidSettingsError:
+            fields = {f.name: f.default for f in attrs.fields(cls)}
+            clean: dict[str, float] = {}
+            for name, default in fields.items():
+                v = values.get(name, default)
+                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                    raise
+                clean[name] = float(v)
+            log.warning(
+                "the store's lease settings are outside today's bounds (%s); loaded as they "
+                "are: set new ones with Registry.set_lease_settings()",
+                clean,
+            )
+            settings = object.__new__(cls)
+            for name, v in clean.items():
+                object.__setattr__(settings, name, v)
+            return settings
 
     def commit_wait(self) -> float:
         """How long an archive waits after its commit.
@@ -260,13 +321,15 @@ class Store(Protocol):
         needs_commit_wait: False only for a store no other process can read (memory).
         clock_is_shared: Whether every writer's ``clock`` is one clock (one host's
             ``CLOCK_BOOTTIME``), so times recorded by one compare with another's now.
-        url: The URL that reopens this store.
     """
 
     clock: Clock
     needs_commit_wait: bool
     clock_is_shared: bool
-    url: str
+
+    @property
+    def url(self) -> str:
+        """The store's URL, any password masked (``***``): safe to log and show."""
 
     def write(self) -> AbstractContextManager[WriteTx]:
         """A durable write transaction, committed when the block exits cleanly."""
@@ -277,8 +340,24 @@ class Store(Protocol):
     def get_segment(self, segment_id: str) -> Segment | None:
         """One segment, or None."""
 
-    def list_campaigns(self, state: State | None, segment: str | None) -> list[Campaign]:
-        """Campaigns, optionally filtered, ordered by id."""
+    def list_campaigns(
+        self,
+        state: State | None,
+        segment: str | None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Campaign]:
+        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``.
+
+        Keyset paging: a query on the id index, as fast at the millionth campaign as at the
+        first (no OFFSET, no scan of what comes before ``after``).
+        """
+
+    def count_campaigns(
+        self, state: State | None, segment: str | None, *, after: str | None = None
+    ) -> int:
+        """How many campaigns `list_campaigns` would return with no limit."""
 
     def list_segments(self) -> list[Segment]:
         """Every segment, ordered by id."""
@@ -303,3 +382,14 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+    # -- paged reads for operator screens (see `_queries`) -----------------------------
+
+    def find_campaigns(self, query: CampaignQuery) -> list[Campaign]:
+        """One page of the campaigns ``query`` selects, ordered by id."""
+
+    def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
+        """One page of history entries across campaigns, ordered by seq as asked."""
+
+    def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
+        """Results of each of ``campaign_ids`` (absent ids get empty results)."""

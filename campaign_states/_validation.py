@@ -15,23 +15,41 @@ from typing import TypeVar
 from .exceptions import (
     BulkLimitError,
     InvalidChannelError,
+    InvalidFieldError,
     InvalidIdError,
     InvalidIdTypeError,
     InvalidSettingsError,
+    InvalidTextError,
+    TextTooLongError,
 )
 
 MAX_ID_LENGTH = 128
 
+# Default size limits of a campaign's (or segment's) name, its content and an actor; see
+# the README's "Limits" for why these values. The option of `open_registry` sets each.
+NAME_LIMIT = 200  # characters: a display name, never a body
+ACTOR_LIMIT = 254  # characters: the longest valid email address (RFC 5321, errata 1690)
+CONTENT_LIMIT = 128 * 1024  # UTF-8 bytes: above Gmail's 102 KB clipping point
+
 E = TypeVar("E", bound=enum.Enum)
 
 
-# C0, DEL and C1 controls: they break logs, terminals and our \x1f-joined columns.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]").search
+# C0, DEL and C1 controls: they break logs, terminals and our \x1f-joined columns. Lone
+# surrogates ('\ud800', or '\udcff' from a non-UTF-8 argv byte): no store can encode them.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]").search
+# In names, content and actors: NUL (PostgreSQL text cannot hold it) and lone surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]").search
 
 
-def _well_formed(value: str) -> bool:
-    # isprintable() is False for every control character, so the common case costs one C
-    # call; only ids holding other non-printables (e.g. U+00A0) take the regex.
+def well_formed_id(value: str) -> bool:
+    """Whether a ``str`` follows the id rules: 1 to 128 characters, no control characters
+    or lone surrogates, no leading or trailing whitespace.
+
+    The registry refuses ids that break them (`InvalidIdError`) and the gate denies them
+    (INVALID_REQUEST): one rule, this function.
+    """
+    # isprintable() is False for every control character and surrogate, so the common case
+    # costs one C call; only ids holding other non-printables (e.g. U+00A0) take the regex.
     return (
         0 < len(value) <= MAX_ID_LENGTH
         and (value.isprintable() or _CONTROL(value) is None)
@@ -46,8 +64,8 @@ def check_id(value: object, kind: str = "campaign") -> str:
     Raises:
         InvalidIdTypeError: ``value`` is not a ``str`` (ints, bytes, None, lists...). A
             ``str`` subclass is accepted and returned as the plain ``str`` of its characters.
-        InvalidIdError: It is empty, too long, or holds control characters or surrounding
-            whitespace.
+        InvalidIdError: It is empty, too long, or holds control characters, lone
+            surrogates or surrounding whitespace.
     """
     if type(value) is not str:
         if not isinstance(value, str):
@@ -59,14 +77,15 @@ def check_id(value: object, kind: str = "campaign") -> str:
         # copies the characters whatever the subclass's own __str__ says (StrEnum and
         # numpy override it); stores and results then only ever see exact str.
         value = str.__str__(value)
-    if _well_formed(value):
+    if well_formed_id(value):
         return value
     if not value or len(value) > MAX_ID_LENGTH:
         raise InvalidIdError(
             f"A {kind} id must be 1 to {MAX_ID_LENGTH} characters, got {len(value)}."
         )
     raise InvalidIdError(
-        f"A {kind} id must not hold control characters or surrounding spaces: {value!r:.60}."
+        f"A {kind} id must not hold control characters, lone surrogates or surrounding "
+        f"spaces: {value!r:.60}."
     )
 
 
@@ -78,7 +97,7 @@ def check_ids(values: object, kind: str = "campaign") -> list[str]:
         )
     out = list(values)
     for i, v in enumerate(out):
-        if type(v) is not str or not _well_formed(v):
+        if type(v) is not str or not well_formed_id(v):
             out[i] = check_id(v, kind)
     return out
 
@@ -98,7 +117,7 @@ def check_distinct_ids(values: object, limit: int, kind: str = "campaign") -> li
         )
     seen: dict[str, None] = {}
     for v in values:
-        if type(v) is not str or not _well_formed(v):
+        if type(v) is not str or not well_formed_id(v):
             v = check_id(v, kind)  # noqa: PLW2901 (the normalised id replaces the given one)
         if v not in seen:
             seen[v] = None
@@ -131,3 +150,41 @@ def check_positive_seconds(name: str, value: object, *, allow_zero: bool = False
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise InvalidSettingsError(f"{name} must be a finite number of seconds > 0, not {value!r}.")
     return v
+
+
+def check_limit(name: str, value: object) -> int:
+    """A size limit: a positive int (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidSettingsError(f"{name} must be a positive int, not {value!r:.40}.")
+    return value
+
+
+def check_text(field: str, value: object, limit: int, option: str, *, in_bytes: bool) -> str:
+    """Return ``value`` if it is a ``str`` a store can hold within ``limit``.
+
+    The size is in characters, or in UTF-8 bytes when ``in_bytes`` (message content: what
+    a mail or push provider counts). Checked before any store work.
+
+    Raises:
+        InvalidFieldError: Not a ``str``.
+        TextTooLongError: Over ``limit``; names ``option``, which raises it.
+        InvalidTextError: It holds a NUL or a lone surrogate.
+    """
+    if type(value) is not str:
+        raise InvalidFieldError(f"{field} must be a str, not {type(value).__name__}.")
+    size = len(value)
+    # A UTF-8 character is at most 4 bytes: only a long text needs encoding to be measured.
+    if in_bytes and size * 4 > limit:
+        size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        unit = "bytes (UTF-8)" if in_bytes else "characters"
+        raise TextTooLongError(field, size, limit, unit, option)
+    bad = _UNSTORABLE(value)
+    if bad is not None:
+        what = "a NUL character" if bad.group() == "\x00" else "a lone surrogate"
+        raise InvalidTextError(
+            f"The {field} holds {what} at index {bad.start()} ({bad.group()!r}), which no "
+            "store can hold; nothing was done. Remove it (a surrogate usually means text "
+            "decoded with errors='surrogateescape')."
+        )
+    return value

@@ -11,6 +11,8 @@ The tree::
     ├── InvalidFieldError (TypeError)
     ├── InvalidSettingsError (ValueError)
     ├── InvalidValueError (ValueError)
+    ├── InvalidTextError (ValueError)
+    │   └── TextTooLongError
     ├── BulkLimitError (ValueError)
     ├── DuplicateIdError (ValueError)
     ├── InvalidTransitionError
@@ -25,6 +27,8 @@ The tree::
         ├── StoreCorruptError
         │   └── ForeignStoreError
         ├── StoreUnavailableError (ConnectionError)
+        │   ├── StoreNotFoundError
+        │   └── StoreReplacedError
         └── CommitUnknownError
 
 Foreign exceptions (``transitions.MachineError``, ``sqlite3.Error``, ``psycopg.Error``) are
@@ -50,6 +54,7 @@ __all__ = [
     "InvalidIdError",
     "InvalidIdTypeError",
     "InvalidSettingsError",
+    "InvalidTextError",
     "InvalidTransitionError",
     "InvalidValueError",
     "SegmentArchivedError",
@@ -58,8 +63,11 @@ __all__ = [
     "StoreCorruptError",
     "StoreError",
     "StoreFullError",
+    "StoreNotFoundError",
     "StoreReadOnlyError",
+    "StoreReplacedError",
     "StoreUnavailableError",
+    "TextTooLongError",
 ]
 
 
@@ -114,6 +122,34 @@ class InvalidSettingsError(CampaignStateError, ValueError):
 
 class InvalidValueError(CampaignStateError, ValueError):
     """A value is out of range: an unknown state or emission kind, a bad delivery count."""
+
+
+class InvalidTextError(CampaignStateError, ValueError):
+    """A name, content or actor holds a NUL or a lone surrogate (no store can hold them)."""
+
+
+class TextTooLongError(InvalidTextError):
+    """A name, content or actor is over the registry's size limit; nothing was done.
+
+    Attributes:
+        field: ``"name"``, ``"content"`` or ``"actor"``.
+        size: Its size, in the limit's unit.
+        limit: The limit.
+        unit: ``"characters"`` or ``"bytes"`` (UTF-8).
+        option: The `campaign_states.open_registry` option that sets the limit.
+    """
+
+    def __init__(self, field: str, size: int, limit: int, unit: str, option: str) -> None:
+        self.field = field
+        self.size = size
+        self.limit = limit
+        self.unit = unit
+        self.option = option
+        super().__init__(
+            f"The {field} is {size:,} {unit}, over the limit of {limit:,}; nothing was done. "
+            f"Shorten it, or open the registry with a larger {option} "
+            f"(open_registry(url, {option}=...))."
+        )
 
 
 class BulkLimitError(CampaignStateError, ValueError):
@@ -266,6 +302,41 @@ class ForeignStoreError(StoreCorruptError):
 
 class StoreUnavailableError(StoreError, ConnectionError):
     """The store cannot be reached (server down, connection lost)."""
+
+
+class StoreNotFoundError(StoreUnavailableError):
+    """No store at the path, and the caller asked not to create one (``create=False``).
+
+    Attributes:
+        path: The path that holds no store.
+    """
+
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        super().__init__(
+            f"no store at {path}{detail}: nothing was created. Check the path (or --store), "
+            "or create a campaign or segment there first."
+        )
+
+
+class StoreReplacedError(StoreUnavailableError):
+    """The SQLite file this store opened was replaced (a backup restored over it) or
+    deleted: a write would land in a file nobody reads any more. Open the store again.
+
+    Attributes:
+        path: The store's path.
+        deleted: Whether the path names no file now (else it names another file).
+    """
+
+    def __init__(self, path: str, *, deleted: bool) -> None:
+        self.path = path
+        self.deleted = deleted
+        what = "deleted" if deleted else "replaced by another file"
+        super().__init__(
+            f"{path}: the file this store opened was {what} (a backup restored, or the file "
+            "moved?); nothing was changed through it. Open the store again to use the file "
+            "the path names now (a gate does so by itself)."
+        )
 
 
 class CommitUnknownError(StoreError):

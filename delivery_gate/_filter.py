@@ -1,53 +1,129 @@
 """Batch decisions: one pass over the batch, no call per item when it can be helped.
 
-A key given as ``operator.attrgetter("campaign_id", "channel")`` or ``itemgetter(0, 1)``
-(or no key: items are ``(campaign_id, channel)`` pairs) is compiled once into a loop that
-reads the two fields inline; any other callable is called per item. Each item costs one
-dict lookup (its campaign's shared `Row`) and one membership test (``channel in row``:
-a row holds exactly the channel keys it admits).
+No code is generated from the key: the fast paths below are written out for the key shapes
+the README documents, and chosen when the key's fields are exactly those (``type(x) is str``
+or ``int`` and equal). Compiling source from a key's attribute names would read another
+attribute than the key does for a name Python normalises (NFKC: a fullwidth ``c``,
+U+FF43, in source reads ``campaign_id``), so any other field names go through the key's own getters.
+
+- ``operator.attrgetter("campaign_id", "channel")``: inline attribute reads.
+- No key (items are ``(campaign_id, channel)`` pairs) or ``itemgetter(0, 1)``: inline
+  indexing; ``itemgetter("campaign_id", "channel")`` (dicts) likewise.
+- Any other two-field attrgetter/itemgetter: one single-field getter per field, mapped
+  over the batch (C calls, no tuple per item).
+- Any other callable: called per item.
+
+Each item costs one dict lookup (its campaign's shared `Row`) and one membership test
+(``channel in row``: a row holds exactly the channel keys it admits).
 """
 
 from __future__ import annotations
 
-import keyword
+import logging
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["split_function"]
+__all__ = ["read_batch", "split_function"]
+
+log = logging.getLogger("delivery_gate")
 
 # items, the gate's rows -> (admitted, denied).
 SplitFunction = Callable[[Sequence[Any], Mapping[str, Any]], tuple[list[Any], list[Any]]]
 
-_CACHE: dict[tuple[object, ...], SplitFunction] = {}
-
 # try/except costs nothing in 3.11 unless raised: only an unknown campaign raises KeyError.
-# Anything else raised (an unhashable field) aborts the fast path; `filter` then decides
-# the batch item by item.
-_TEMPLATE = """
-def split(items, rows):
-    admitted = []
-    denied = []
+# Anything else raised (an unhashable field, a missing attribute) aborts the fast path;
+# `filter` then decides the batch item by item.
+
+
+def read_batch(batch: object) -> list[Any] | None:
+    """The items of ``batch`` (None if it is not iterable), up to any error its iterator raises."""
+    try:
+        it = iter(batch)  # type: ignore[call-overload]
+    except Exception:
+        log.warning("filter(): the batch %s is not iterable; denied as one item", type(batch))
+        return None
+    items: list[Any] = []
+    try:
+        items.extend(it)  # extend keeps what was read when the iterator raises part-way
+    except Exception:
+        log.warning(
+            "filter(): the batch's iterator raised after %d items; those are decided, "
+            "nothing more was read",
+            len(items),
+            exc_info=True,
+        )
+    return items
+
+
+def _split_attrs(items: Sequence[Any], rows: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+    admitted: list[Any] = []
+    denied: list[Any] = []
     admit = admitted.append
     deny = denied.append
     for m in items:
         try:
-            if {channel} in rows[{campaign}]:
+            if m.channel in rows[m.campaign_id]:
                 admit(m)
                 continue
         except KeyError:
             pass
         deny(m)
     return admitted, denied
-"""
 
 
-def _build(campaign: str, channel: str) -> SplitFunction:
-    # Only `m`-rooted expressions built from checked identifiers or int/str literals.
-    namespace: dict[str, Any] = {"__builtins__": {"KeyError": KeyError}}
-    exec(_TEMPLATE.format(campaign=campaign, channel=channel), namespace)  # checked names only
-    fn: SplitFunction = namespace["split"]
-    return fn
+def _split_pairs(items: Sequence[Any], rows: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+    admitted: list[Any] = []
+    denied: list[Any] = []
+    admit = admitted.append
+    deny = denied.append
+    for m in items:
+        try:
+            if m[1] in rows[m[0]]:
+                admit(m)
+                continue
+        except KeyError:
+            pass
+        deny(m)
+    return admitted, denied
+
+
+def _split_keys(items: Sequence[Any], rows: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+    # A missing "channel"/"campaign_id" key also raises KeyError: that item is denied, as
+    # the per-item path would deny it (INVALID_REQUEST).
+    admitted: list[Any] = []
+    denied: list[Any] = []
+    admit = admitted.append
+    deny = denied.append
+    for m in items:
+        try:
+            if m["channel"] in rows[m["campaign_id"]]:
+                admit(m)
+                continue
+        except KeyError:
+            pass
+        deny(m)
+    return admitted, denied
+
+
+def _split_fields(campaign: Callable[[Any], Any], channel: Callable[[Any], Any]) -> SplitFunction:
+    def split(items: Sequence[Any], rows: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+        admitted: list[Any] = []
+        denied: list[Any] = []
+        admit = admitted.append
+        deny = denied.append
+        # `map` calls the C getters without a Python frame or a (cid, channel) tuple per item.
+        for m, cid, ch in zip(items, map(campaign, items), map(channel, items), strict=True):
+            try:
+                if ch in rows[cid]:
+                    admit(m)
+                    continue
+            except KeyError:
+                pass
+            deny(m)
+        return admitted, denied
+
+    return split
 
 
 def _generic(key: Callable[[Any], Any]) -> SplitFunction:
@@ -63,41 +139,33 @@ def _generic(key: Callable[[Any], Any]) -> SplitFunction:
     return split
 
 
-def _attr_expr(name: object) -> str | None:
-    if type(name) is not str:
-        return None
-    parts = name.split(".")
-    if all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
-        return "m." + name
-    return None
-
-
-def _item_expr(index: object) -> str | None:
-    # Only exact ints and strs: their repr is a literal that evaluates back to them.
-    if type(index) is int or type(index) is str:
-        return f"m[{index!r}]"
-    return None
+def _exactly(args: tuple[object, ...], *expected: object) -> bool:
+    # `type(...) is` keeps out str/int subclasses whose __eq__ could claim equality.
+    return len(args) == len(expected) and all(
+        type(a) is type(e) and a == e for a, e in zip(args, expected, strict=True)
+    )
 
 
 def split_function(key: Callable[[Any], Any] | None) -> SplitFunction:
     """The fastest split function for ``key``."""
     if key is None:
-        key = operator.itemgetter(0, 1)
-    spec: tuple[object, ...] | None = None
-    if type(key) is operator.attrgetter or type(key) is operator.itemgetter:
-        reduced: tuple[Any, ...] = key.__reduce__()  # type: ignore[assignment]
-        args: tuple[object, ...] = reduced[1]
-        if len(args) == 2:
-            spec = (type(key), *args)
-    if spec is None:
+        return _split_pairs
+    getter = type(key)
+    if getter is not operator.attrgetter and getter is not operator.itemgetter:
         return _generic(key)
-    fn = _CACHE.get(spec)
-    if fn is None:
-        to_expr = _attr_expr if spec[0] is operator.attrgetter else _item_expr
-        cid, ch = to_expr(spec[1]), to_expr(spec[2])
-        if cid is None or ch is None:
-            return _generic(key)
-        if len(_CACHE) > 256:
-            _CACHE.clear()
-        fn = _CACHE[spec] = _build(cid, ch)
-    return fn
+    reduced: tuple[Any, ...] = key.__reduce__()  # type: ignore[assignment]
+    args: tuple[object, ...] = reduced[1]
+    if len(args) != 2:
+        return _generic(key)
+    if getter is operator.attrgetter:
+        if _exactly(args, "campaign_id", "channel"):
+            return _split_attrs
+        # attrgetter's own args are strs (it refuses anything else at construction); passed
+        # on as they are, since str() of a subclass could give another name.
+        cid_name, channel_name = cast(str, args[0]), cast(str, args[1])
+        return _split_fields(operator.attrgetter(cid_name), operator.attrgetter(channel_name))
+    if _exactly(args, 0, 1):
+        return _split_pairs
+    if _exactly(args, "campaign_id", "channel"):
+        return _split_keys
+    return _split_fields(operator.itemgetter(args[0]), operator.itemgetter(args[1]))

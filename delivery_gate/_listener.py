@@ -25,6 +25,12 @@ class Listener:
     def __init__(self, gate: DeliveryGate) -> None:
         self._gate = gate
 
+    @property
+    def gate_id(self) -> str | None:
+        """The id the gate registered under: the registry's own archives fence, apply
+        and drain this gate in-process, so they need not wait for its ack."""
+        return self._gate._gate_id
+
     def fence(self, campaign_ids: Collection[str]) -> None:
         try:
             self._gate._snapshot.fence(campaign_ids)

@@ -80,6 +80,23 @@ class Snapshot:
                 else:
                     self.rows[cid] = old
 
+    def reset(self) -> None:
+        """Forget every row and archived segment, before a full load from another file.
+
+        Versions in a restored file are not comparable with the ones held (a backup's can
+        be lower, or equal for other content), so "newer version wins" would keep rows of
+        the file nobody writes any more. Fenced campaigns stay denied until the load brings
+        their row (their base is forgotten: the fenced write went to the old file). Called
+        while the gate denies everything (its lease is void), so readers never see the
+        emptied view as an answer: they deny before they look.
+        """
+        with self._lock:
+            self.rows.clear()  # in place: the gate's hot path holds this very dict
+            self._archived_segments.clear()
+            for cid in self._fenced:
+                self._fenced[cid] = _NO_ROW
+                self.rows[cid] = FENCED_ROW
+
     def apply(self, campaigns: Iterable[Campaign], segments: Iterable[Segment]) -> int:
         """Reflect committed records; an older version than the one held is ignored.
 

@@ -53,7 +53,7 @@ def write_past_file_limit(path: str, limit: int, content_size: int) -> tuple[str
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     store = SQLiteStore(path)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-    reg = Registry(store)
+    reg = Registry(store, content_limit=content_size)  # the disk refuses it, not the limit
     try:
         reg.create_campaign(
             name="big", channels=["email"], content="x" * content_size, campaign_id="big"
@@ -67,3 +67,37 @@ def write_past_file_limit(path: str, limit: int, content_size: int) -> tuple[str
     finally:
         store.close()
     return result
+
+
+class _FillsDiskWhileWaiting(FakeClock):
+    """A clock whose sleep (set_lease_settings' wait between its two writes) fills the disk:
+    any write past byte 1 of any file now fails with EFBIG."""
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+
+
+def lease_change_on_full_disk(path: str) -> tuple[str, str, dict[str, float]]:
+    """set_lease_settings with the disk full after its first write; report the error and
+    the settings the store holds (read once the limit is lifted)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    store = SQLiteStore(path, clock=_FillsDiskWhileWaiting())
+    reg = Registry(store)
+    try:
+        reg.set_lease_settings(lease=0.3, grace=0.02, refresh=0.03)
+    except CampaignStateError as e:
+        result = (type(e).__name__, str(e))
+    except Exception as e:
+        result = ("foreign " + type(e).__name__, str(e))
+    else:
+        result = ("no error", "")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        store.close()
+    reopened = SQLiteStore(path)
+    try:
+        held = reopened.lease_settings()
+    finally:
+        reopened.close()
+    return (*result, {"lease": held.lease, "previous_wait": held.previous_wait})

@@ -44,7 +44,7 @@ class TestProcesses:
         cid = json.loads(created.stdout)["id"]
         assert 0 == cs("resume", cid).returncode
         admitted = cs("gate", "check", cid, "--channel", "email")
-        assert (0, "admitted: RUNNING") == (admitted.returncode, admitted.stdout[:17])
+        assert (0, "admitted: running") == (admitted.returncode, admitted.stdout[:17])
         archived = cs("archive", cid)
         assert 0 == archived.returncode
         assert "no gate admits it any more" in archived.stdout
@@ -54,11 +54,15 @@ class TestProcesses:
             [h["trigger"] for h in shown["history"]],
         )
         assert {"ops@example.com"} == {h["actor"] for h in shown["history"]}
-        assert [] == json.loads(cs("list", "--json").stdout)
+        assert [] == json.loads(cs("list", "--json").stdout)["campaigns"]
         denied = cs("gate", "check", cid, "--channel", "email", "--json")
-        assert (1, "ARCHIVED") == (denied.returncode, json.loads(denied.stdout)["reason"])
+        assert (1, "archived") == (denied.returncode, json.loads(denied.stdout)["reason"])
 
     def test_exit_codes_and_one_line_errors(self, cs):
+        no_store = cs("show", "nope")
+        assert (2, "") == (no_store.returncode, no_store.stdout)
+        assert no_store.stderr.startswith("Error: no store at ")
+        cs("segment", "create", "seg-x")  # creates the store
         missing = cs("show", "nope")
         assert (1, "", "Error: Campaign 'nope' does not exist.\n") == (
             missing.returncode,

@@ -1,4 +1,4 @@
-"""How long lifecycle calls wait before returning: the commit wait behind the guarantee.
+"""How long lifecycle calls wait before returning: acknowledgements, else the lease.
 
 On a fake clock `sleep` advances time at once and is recorded, so these tests state
 exactly how long each call waited, without measuring wall time.
@@ -6,9 +6,12 @@ exactly how long each call waited, without measuring wall time.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from campaign_states import FakeClock, Registry
+from campaign_states.exceptions import StoreUnavailableError
 from campaign_states.stores import MemoryStore, SQLiteStore
 
 
@@ -40,85 +43,190 @@ def _running(reg, n=1, segment=None):
     return ids
 
 
-class TestCommitWait:
-    """Archives and stops wait lease + grace (with the clock margin) once per call."""
+def _remote_gate(store, *, acked=0, age=0.0, clock=None):
+    """Register a gate row as another process's gate would (it never acks unless told)."""
+    table = store.gate_table()
+    gid = table.register(lease=store.lease_settings().lease)
+    if acked:
+        table.ack(gid, acked)
+    if age and clock is not None:
+        clock.advance(age)
+    return gid
 
-    def test_archive_waits_the_commit_wait_once(self, reg, clock):
+
+class TestCommitWait:
+    """How long archives and stops wait after their commit (DESIGN 2.1), exactly.
+
+    The rule: once per call, until every registered gate has acknowledged the change's
+    sequence, each unacknowledged gate costing at most what may remain of its lease:
+    min(commit + W, its last heartbeat + W), W = (lease + grace) * (1 + clock margin).
+    """
+
+    def test_no_registered_gate_means_no_wait(self, reg, clock):
         (cid,) = _running(reg)
+        clock.slept.clear()
+        result = reg.archive(cid)
+        assert 0 == pytest.approx(sum(clock.slept))
+        assert "acknowledged" == result.wait.outcome
+        assert (0, ()) == (result.wait.acknowledged, result.wait.waited_out)
+        assert result.wait is reg.last_wait
+
+    def test_a_gate_that_acknowledged_costs_nothing(self, reg, store, clock):
+        (cid,) = _running(reg)
+        # The archive's change will be the next sequence: a gate that read it acks it.
+        # (Cumulative: an ack covers every sequence up to it.)
+        _remote_gate(store, acked=store.current_seq() + 1)
+        clock.slept.clear()
+        result = reg.archive(cid)
+        assert store.current_seq() == result.wait.seq
+        assert 0 == pytest.approx(sum(clock.slept))
+        assert ("acknowledged", 1) == (result.wait.outcome, result.wait.acknowledged)
+
+    def test_an_ack_above_the_stores_sequence_counts_for_nothing(self, reg, store, clock):
+        # A gate still reading another incarnation of the file (a backup restored over
+        # it) may have acked a sequence this store never reached: it is waited for.
+        (cid,) = _running(reg)
+        _remote_gate(store, acked=store.current_seq() + 1000)
         wait = reg.lease_settings().commit_wait()
         clock.slept.clear()
-        reg.archive(cid)
-        assert [pytest.approx(wait)] == clock.slept
+        result = reg.archive(cid)
+        assert wait == pytest.approx(sum(clock.slept))
+        assert "lease" == result.wait.outcome
 
-    def test_bulk_and_segment_archive_wait_once_per_call(self, reg, clock):
+    def test_a_silent_live_gate_costs_the_whole_wait_once(self, reg, store, clock):
+        (cid,) = _running(reg)
+        gid = _remote_gate(store)
+        wait = reg.lease_settings().commit_wait()
+        clock.slept.clear()
+        result = reg.archive(cid)
+        assert pytest.approx(wait) == sum(clock.slept)
+        assert "lease" == result.wait.outcome
+        (waited,) = result.wait.waited_out
+        assert (gid, os.getpid()) == (waited.gate_id, waited.pid)
+        assert pytest.approx(wait) == waited.seconds
+
+    def test_a_gate_dead_for_most_of_a_lease_costs_the_rest(self, reg, store, clock):
+        (cid,) = _running(reg)
+        wait = reg.lease_settings().commit_wait()
+        _remote_gate(store, age=0.9 * wait, clock=clock)
+        clock.slept.clear()
+        result = reg.archive(cid)
+        assert pytest.approx(0.1 * wait) == sum(clock.slept)
+        assert 1 == len(result.wait.waited_out)
+
+    def test_a_gate_dead_longer_than_a_lease_costs_nothing(self, reg, store, clock):
+        (cid,) = _running(reg)
+        wait = reg.lease_settings().commit_wait()
+        _remote_gate(store, age=wait + 1.0, clock=clock)
+        clock.slept.clear()
+        result = reg.archive(cid)
+        assert 0 == pytest.approx(sum(clock.slept))
+        assert "lease" == result.wait.outcome  # waited out, at no cost
+
+    def test_bulk_and_segment_archive_wait_once_per_call(self, reg, store, clock):
         reg.create_segment("seg")
         ids = _running(reg, 5, segment="seg")
         more = _running(reg, 5)
+        _remote_gate(store)
         wait = reg.lease_settings().commit_wait()
         clock.slept.clear()
-        reg.archive_many(more)
-        reg.archive_segment("seg")
-        assert [pytest.approx(wait)] * 2 == clock.slept
+        bulk = reg.archive_many(more)
+        assert pytest.approx(wait) == sum(clock.slept)
+        clock.slept.clear()
+        seg = reg.archive_segment("seg")
+        # The gate's heartbeat is now older than a lease: it costs nothing more.
+        assert 0 == pytest.approx(sum(clock.slept))
+        assert ("lease", "lease") == (bulk.wait.outcome, seg.wait.outcome)
         assert len(ids) == len(reg.list(segment="seg"))
 
-    def test_stop_waits_and_resume_unarchive_do_not(self, reg, clock):
+    def test_stop_waits_and_resume_unarchive_do_not(self, reg, store, clock):
         (cid,) = _running(reg)
+        table = store.gate_table()
+        gid = _remote_gate(store)
         wait = reg.lease_settings().commit_wait()
         clock.slept.clear()
-        reg.stop(cid)
-        assert [pytest.approx(wait)] == clock.slept
+        assert reg.stop(cid).wait is not None
+        assert pytest.approx(wait) == sum(clock.slept)
+        table.heartbeat(gid, lease=1.0)
         clock.slept.clear()
-        reg.resume(cid)
-        reg.archive(cid)
-        reg.unarchive(cid)
-        assert [pytest.approx(wait)] == clock.slept  # the archive's only
+        assert reg.resume(cid).wait is None
+        assert reg.unarchive(reg.archive(cid).campaign.id).wait is None
+        assert pytest.approx(wait) == sum(clock.slept)  # the archive's only
 
     def test_memory_store_needs_no_commit_wait(self, clock):
         reg = Registry(MemoryStore(clock=clock))
         (cid,) = _running(reg)
         clock.slept.clear()
-        reg.archive(cid)
+        assert "local" == reg.archive(cid).wait.outcome
         reg.stop_many([cid])
         assert [] == [s for s in clock.slept if s > 0]
+        assert [] == reg.gates()
+
+    def test_an_unreadable_gate_table_means_the_whole_lease(self, reg, store, clock, monkeypatch):
+        (cid,) = _running(reg)
+
+        def broken():
+            raise StoreUnavailableError("gates file gone")
+
+        monkeypatch.setattr(store, "gate_table", broken)
+        wait = reg.lease_settings().commit_wait()
+        clock.slept.clear()
+        result = reg.archive(cid)
+        assert [pytest.approx(wait)] == clock.slept
+        assert "lease" == result.wait.outcome
+        assert "gates file gone" in result.wait.reason
+
+    def test_local_gates_count_as_acknowledged(self, reg, clock):
+        # A gate on the archiving registry is fenced, applied and drained in-process.
+        from delivery_gate import DeliveryGate
+
+        (cid,) = _running(reg)
+        with DeliveryGate(reg, background_refresh=False) as gate:
+            assert 1 == len(reg.gates())
+            clock.slept.clear()
+            result = reg.archive(cid)
+            assert 0 == pytest.approx(sum(clock.slept))
+            assert ("acknowledged", 1) == (result.wait.outcome, result.wait.acknowledged)
+            assert not gate.check(cid, "email").admitted
+        assert [] == reg.gates()  # closing deregisters
 
 
 class TestRetryWait:
-    """A retried archive waits what remains of the first one's wait, and no more."""
+    """A retried archive waits until the gates acknowledged the first call's change."""
 
-    @pytest.mark.parametrize(
-        ("elapsed_in_waits", "expected_in_waits"),
-        [(0.0, 1.0), (0.5, 1.0), (1.5, 0.5), (2.0, 0.0), (10.0, 0.0)],
-    )
-    def test_rearchive_waits_the_remainder(self, reg, clock, elapsed_in_waits, expected_in_waits):
+    def test_retry_with_every_gate_acknowledged_returns_at_once(self, reg, store, clock):
         (cid,) = _running(reg)
         reg.archive(cid)
-        wait = reg.lease_settings().commit_wait()
-        # The first archive recorded its time inside its transaction, then slept `wait`.
-        # Moving the fake clock back models a retry from another process that arrives
-        # while the first call is still waiting (elapsed < 1 wait).
-        clock.advance(elapsed_in_waits * wait - wait)
+        _remote_gate(store, acked=store.current_seq())  # it read the first archive
         clock.slept.clear()
         result = reg.archive(cid)
         assert result.changed is False
-        assert pytest.approx(expected_in_waits * wait) == sum(clock.slept)
+        assert 0 == pytest.approx(sum(clock.slept))
+        assert "acknowledged" == result.wait.outcome
 
-    def test_retry_waits_the_whole_wait_when_clocks_are_not_shared(self, reg, store, clock):
+    def test_retry_waits_for_a_gate_that_has_not_acknowledged(self, reg, store, clock):
         (cid,) = _running(reg)
-        reg.archive(cid)
-        clock.advance(100.0)  # on a shared clock this archive would be long settled
-        store.clock_is_shared = False  # as on PostgreSQL: writers on several hosts
-        clock.slept.clear()
-        reg.archive(cid)
-        assert [pytest.approx(reg.lease_settings().commit_wait())] == clock.slept
-
-    def test_segment_rearchive_waits_for_its_cascaded_campaigns(self, reg, clock):
-        reg.create_segment("seg")
-        _running(reg, 3, segment="seg")
-        reg.archive_segment("seg")
+        first = reg.archive(cid).campaign.seq
+        table = store.gate_table()
+        gid = _remote_gate(store)
+        table.ack(gid, first - 1)  # saw an older change only
         wait = reg.lease_settings().commit_wait()
         clock.slept.clear()
-        assert reg.archive_segment("seg").changed is False
+        result = reg.archive(cid)
         assert pytest.approx(wait) == sum(clock.slept)
+        assert first == result.wait.seq
+
+    def test_segment_rearchive_waits_for_its_cascaded_campaigns(self, reg, store, clock):
+        reg.create_segment("seg")
+        ids = _running(reg, 3, segment="seg")
+        reg.archive_segment("seg")
+        _remote_gate(store)
+        wait = reg.lease_settings().commit_wait()
+        clock.slept.clear()
+        again = reg.archive_segment("seg")
+        assert again.changed is False
+        assert pytest.approx(wait) == sum(clock.slept)
+        assert max(reg.get(c).seq for c in ids) <= again.wait.seq
 
 
 class _WatchingClock(FakeClock):

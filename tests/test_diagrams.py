@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import support
 from click.testing import CliRunner
 
 from campaign_states import CAMPAIGN_LIFECYCLE, SEGMENT_LIFECYCLE
@@ -72,6 +73,7 @@ class TestCheckCatchesStaleFiles:
         assert 0 == run("--check", "--dir", str(copy)).exit_code
 
     def test_write_repairs_what_check_reports(self, copy: Path):
+        support.require_graphviz()  # --write renders the SVGs
         (copy / "segment_lifecycle.mmd").write_text("stale\n")
         assert 1 == run("--check", "--dir", str(copy)).exit_code
         assert 0 == run("--write", "--dir", str(copy)).exit_code
@@ -135,8 +137,7 @@ class TestPrinting:
         assert (0, _diagrams.dot_source(SEGMENT)) == (result.exit_code, result.stdout)
 
     def test_svg_embeds_the_dot_hash(self):
-        if shutil.which("dot") is None:
-            pytest.fail("Graphviz's `dot` is required (apt-get install graphviz)")
+        support.require_graphviz()
         result = run("--format", "svg")
         assert 0 == result.exit_code
         expected = _diagrams._dot_hash(_diagrams.dot_source(CAMPAIGN))
@@ -170,3 +171,19 @@ class TestMissingTools:
         result = run("--format", "svg")
         assert 1 == result.exit_code
         assert "apt-get install graphviz" in result.stderr
+
+
+class TestGraphvizRequirement:
+    """Without `dot` the rendering tests skip, unless CI requires Graphviz; then they fail."""
+
+    def test_skips_without_dot(self, monkeypatch):
+        monkeypatch.setattr(shutil, "which", lambda _name: None)
+        monkeypatch.setattr(support, "REQUIRE_GRAPHVIZ", False)
+        with pytest.raises(pytest.skip.Exception, match="apt-get install graphviz"):
+            support.require_graphviz()
+
+    def test_fails_without_dot_when_required(self, monkeypatch):
+        monkeypatch.setattr(shutil, "which", lambda _name: None)
+        monkeypatch.setattr(support, "REQUIRE_GRAPHVIZ", True)
+        with pytest.raises(pytest.fail.Exception, match="CAMPAIGN_STATES_REQUIRE_GRAPHVIZ=1"):
+            support.require_graphviz()

@@ -9,10 +9,13 @@ import inspect
 import pytest
 
 PACKAGES = ["campaign_states", "campaign_states.exceptions", "campaign_states.stores"]
+if importlib.util.find_spec("starlette") is not None:  # the console needs the web extra
+    PACKAGES += ["campaign_states.web"]
 if importlib.util.find_spec("delivery_gate") is not None:
     PACKAGES += ["delivery_gate"]
     if importlib.util.find_spec("delivery_gate.exceptions") is not None:
         PACKAGES += ["delivery_gate.exceptions"]
+    PACKAGES += ["delivery_gate.integrations"]
 
 
 def public_members(module) -> set[str]:
@@ -55,6 +58,18 @@ class TestExports:
         extra = type("Extra", (), {"__module__": "campaign_states._extra"})
         monkeypatch.setattr(campaign_states, "Extra", extra, raising=False)
         assert {"Extra"} == missing(campaign_states)
+
+    def test_ecosystem_contract_names(self):
+        """Issue 11's names, exactly."""
+        import campaign_states
+        from campaign_states.otel import instrument_registry
+        from delivery_gate.integrations import gated
+        from delivery_gate.otel import instrument_gate
+
+        assert all(callable(f) for f in (instrument_registry, instrument_gate, gated))
+        assert {"AsyncRegistry", "open_async_registry"} <= set(campaign_states.__all__)
+        celery_mod = pytest.importorskip("delivery_gate.integrations.celery")
+        assert "GatedTask" in celery_mod.__all__
 
     def test_issue_contract_names(self):
         import campaign_states

@@ -142,3 +142,29 @@ def test_the_check_catches_a_gate_without_the_fork_hook(url, monkeypatch):
     assert _in_child(child) is False
     gate.close()
     reg.close()
+
+
+def test_the_fork_hook_does_no_io_and_skips_closed_stores(tmp_path):
+    # A parent with many stores (a test run, a long-lived worker) must not pay for them in
+    # every child, nor block there: the child reopens a store at its first use only.
+    from campaign_states.stores import SQLiteStore
+
+    closed = SQLiteStore(tmp_path / "closed.db")
+    closed.close()
+    unused = SQLiteStore(tmp_path / "unused.db")
+    used = open_registry(f"sqlite:///{tmp_path / 'used.db'}")
+    used.create_campaign(name="u", channels={"push"}, campaign_id="c-u")
+
+    def child():
+        return {
+            "closed_untouched": closed._connection is None or closed._closed,
+            "unused_not_reopened": unused._connection is None,
+            "used_works": used.get("c-u").name,
+        }
+
+    assert {"closed_untouched": True, "unused_not_reopened": True, "used_works": "u"} == (
+        _in_child(child)
+    )
+    assert "u" == used.get("c-u").name  # the parent's connection is untouched
+    unused.close()
+    used.close()

@@ -573,5 +573,6 @@ class TestExports:
 
     def test_all_is_sorted_and_complete(self):
         public = {n for n in dir(delivery_gate) if not n.startswith("_")}
-        public -= {"annotations", "exceptions"}
+        # Submodules (exceptions, and otel and integrations once imported) are not exports.
+        public -= {"annotations", "exceptions", "integrations", "otel"}
         assert sorted(public) == delivery_gate.__all__

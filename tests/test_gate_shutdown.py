@@ -82,11 +82,11 @@ def _drain_until_empty(live, campaign_ids, timeout):
     return wanted
 
 
-def _fails_sometimes(attempt, error, tries=5):
+def _fails_sometimes(attempt, error, tries=10):
     """Whether ``attempt(i)`` raised ``error`` in any of ``tries`` runs.
 
     The broken rules fail when no poll ever finds the in-flight set empty, which with many
-    spinning senders is nearly always, not always (the scheduler decides): five tries make a
+    spinning senders is nearly always, not always (the scheduler decides): ten tries make a
     miss vanishingly rare, and one failure is all the check needs to show.
     """
     for i in range(tries):
@@ -199,7 +199,7 @@ class TestCloseUnderSenders:
         def attempt(i):
             c = running(reg, cid=f"c-{i}")
             gate = DeliveryGate(reg, background_refresh=False, close_timeout=0.3)
-            with Senders(gate, c.id):
+            with Senders(gate, c.id, n=32):
                 gate.close()
 
         assert _fails_sometimes(attempt, ResultsNotRecordedError)

@@ -772,13 +772,13 @@ class TestNotify:
         reader = store.open_reader()
         try:
             reader.wait(0)
-            assert reader._listener is not None
-            old_pid = reader._listener.info.backend_pid
+            assert reader._conn is not None
+            old_pid = reader._conn.info.backend_pid
             kill(pg_dsn, old_pid)
             reader.wait(JOIN)  # notices the dead link and returns
             reader.wait(JOIN)  # reconnects and returns at once (notifications were lost)
-            assert reader._listener is not None
-            assert old_pid != reader._listener.info.backend_pid
+            assert reader._conn is not None
+            assert old_pid != reader._conn.info.backend_pid
             assert self.wakes_on_commit(reader, Registry(store), "c2")
         finally:
             reader.close()

@@ -42,7 +42,7 @@ def terminate(dsn: str, *application_names: str) -> int:
 
 
 class Killer(threading.Thread):
-    """Terminates the gates' reader and listener sessions every ``every`` s until stopped."""
+    """Terminates the gates' sessions every ``every`` s until stopped."""
 
     def __init__(self, dsn: str, app: str, every: float) -> None:
         super().__init__(daemon=True)
@@ -53,7 +53,7 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
-            self.kills += terminate(self.dsn, f"{self.app} reader", f"{self.app} listener")
+            self.kills += terminate(self.dsn, f"{self.app} gate")
 
 
 def run_race(
@@ -186,7 +186,7 @@ class TestGateLosesItsSessions:
         try:
             assert eventually(lambda: gate.check("c", "email").admitted)
             proxy.refusing = True
-            assert 0 < terminate(pg_dsn, f"{app} reader", f"{app} listener")
+            assert 0 < terminate(pg_dsn, f"{app} gate")
             assert eventually(
                 lambda: gate.check("c", "email").reason in (Reason.STALE, Reason.STORE_UNAVAILABLE)
             )

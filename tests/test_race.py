@@ -48,10 +48,19 @@ class TestCheckerCatchesBrokenGates:
             (
                 Variant.NO_COMMIT_WAIT,
                 "after its archive returned",
-                {"lease": 0.3, "refresh": 0.06},
+                # Gates that see changes only at refresh (the probe is a wake-up, and
+                # the guarantee must not depend on it).
+                {"lease": 0.3, "refresh": 0.06, "probe": False},
             ),
             (Variant.LEASE_AFTER_READ, "after its archive returned", {}),
             (Variant.NO_DRAIN, "local permit still in flight", {"local_threads": 3}),
+            # Workers hold permits up to 100 ms: an ack written before they leave lets
+            # the archive return while one is still in its block.
+            (
+                Variant.ACK_BEFORE_DRAIN,
+                "after its acknowledged archive returned",
+                {"hold": 0.1, "threads": 3},
+            ),
         ],
     )
     def test_broken_variant_is_caught(self, tmp_path, variant, symptom, options):

@@ -533,6 +533,9 @@ class TestResults:
     def test_record_and_keep(self, registry):
         new(registry, "a")
         new(registry, "b")
+        # Deliveries are refused on a channel the campaign does not have.
+        registry.edit("a", channels={"email", "in_app", "push"})
+        registry.edit("b", channels={"email", "in_app", "sms"})
         registry.record_results(
             [
                 Delivery(campaign_id="a", channel="email", count=2),

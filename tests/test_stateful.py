@@ -39,6 +39,7 @@ from campaign_states.exceptions import (
     CampaignArchivedError,
     CampaignNotFoundError,
     DuplicateIdError,
+    InvalidChannelError,
     InvalidIdError,
     InvalidIdTypeError,
     SegmentArchivedError,
@@ -213,7 +214,8 @@ def machine(
                 name=cid, channels=channels, segments=segs, campaign_id=cid, actor=actor
             )
             m.campaigns[cid] = {"state": STOP, "version": 1, "segments": set(segs),
-                                "archive_cause": None, "name": cid}  # fmt: skip
+                                "archive_cause": None, "name": cid,
+                                "channels": {Channel(ch) for ch in channels}}  # fmt: skip
             m.history[cid] = [("create", None, STOP, actor, None, 1)]
             m.results[cid] = Counter()
 
@@ -331,6 +333,10 @@ def machine(
             unknown = [d.campaign_id for d in rows if d.campaign_id not in self.model.campaigns]
             if unknown:
                 with raises(CampaignNotFoundError):
+                    self.reg.record_results(rows)
+                return
+            if any(d.channel not in self.model.campaigns[d.campaign_id]["channels"] for d in rows):
+                with raises(InvalidChannelError):
                     self.reg.record_results(rows)
                 return
             self.reg.record_results(rows)
@@ -455,7 +461,7 @@ class SkipsSegmentGuard(Registry):
 class TestCatchesBrokenRegistry:
     """The stateful checker fails on a registry whose resume skips the segment guard."""
 
-    def search(self, registry_class):
+    def search(self, registry_class, *, derandomize=True):
         checker = machine("memory", registry_class, ["c1"], ["s1"])
 
         class Focused(checker):
@@ -473,17 +479,27 @@ class TestCatchesBrokenRegistry:
                 database=None,
                 phases=[Phase.generate],
                 report_multiple_bugs=False,
-                # A fixed search: the same examples every run, so this is no coin toss.
-                derandomize=True,
+                # Derandomized, the examples are fixed for one build of the code, but not
+                # across builds: which rule Hypothesis draws depends on hashes that
+                # include object addresses, so adding an unrelated module changed it.
+                derandomize=derandomize,
             ),
         )
 
     def test_broken_resume_is_caught(self):
-        with pytest.raises(AssertionError) as info:
-            self.search(SkipsSegmentGuard)
-        # The failing sequence Hypothesis reports ends in the resume the guard should refuse.
-        steps = "\n".join(getattr(info.value, "__notes__", []))
-        assert "trigger='resume'" in steps
+        # One search of 300 examples finds the bug about 3 times in 4 (measured over 12
+        # random searches), so up to 6 independent searches: all six miss about 1 time in
+        # 4,000. A miss of all of them fails the test (the checker would be too weak).
+        for _ in range(6):
+            try:
+                self.search(SkipsSegmentGuard, derandomize=False)
+            except AssertionError as error:
+                # The failing sequence Hypothesis reports ends in the resume the guard
+                # should refuse.
+                steps = "\n".join(getattr(error, "__notes__", []))
+                assert "trigger='resume'" in steps
+                return
+        pytest.fail("six searches of the stateful checker missed the broken resume")
 
     def test_the_same_search_passes_the_real_registry(self):
         self.search(Registry)

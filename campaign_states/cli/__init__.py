@@ -18,7 +18,7 @@ __all__ = ["app", "main"]
 def app() -> click.Group:
     """The click group behind `campaign-states` (for embedding and tests)."""
     # Each module registers its commands on the group when imported.
-    from . import _campaigns, _segments, _tools, _triggers  # noqa: F401
+    from . import _campaigns, _gates, _segments, _tools, _triggers, _web  # noqa: F401
     from ._app import cli
 
     return cli

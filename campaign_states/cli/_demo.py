@@ -132,7 +132,8 @@ def run_demo(
                 Text(
                     f"Store {url}: {len(planned)} campaigns on {', '.join(CHANNELS)}, "
                     f"{len(SEGMENTS)} segments, all running. Lease "
-                    f"{reg.lease_settings().lease}s: every archive waits it out."
+                    f"{reg.lease_settings().lease:g}s: archives wait for the workers' "
+                    "gates to acknowledge, the lease only if one does not answer."
                 )
             )
             counters = _counters(workers, len(planned), len(Reason))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -217,51 +218,100 @@ def _num(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
+def _table(title: str, caption: str | None = None) -> Table:
+    # Light borders and one space of padding: three narrow tables stacked read well at 80
+    # columns, where one wide table had every figure cut ("177,6…").
+    return Table(
+        title=title,
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        title_justify="left",
+        caption_justify="left",
+    )
+
+
+def _column(table: Table, name: str, *, right: bool = False) -> None:
+    # "fold", never "ellipsis": a narrow terminal wraps a cell, it never cuts a figure.
+    table.add_column(name, justify="right" if right else "left", overflow="fold")
+
+
 def render_report(report: DemoReport, console: Console) -> None:
-    """The per-campaign table and the verdict line."""
-    table = Table(
-        title="Sends per campaign, counted from the sink's timestamped records",
-        caption="during: sent between the archive call and its return (a gate admits until "
-        "its next refresh; the archive waits out every lease before returning). "
-        "in results: what the gates recorded in the store.",
+    """The verdict's evidence as three tables that each fit 80 columns, then the verdict.
+
+    1. every campaign: its script, channels, sends, what the gates recorded, denials;
+    2. each archived campaign around its archive: sends before, during and after it;
+    3. denials by reason, over all campaigns.
+    """
+    sends = _table(
+        "Sends per campaign (counted from the sink's timestamped records)",
+        "in results: what the gates recorded in the store (must equal sent).",
     )
     for col, right in (
         ("campaign", False),
-        ("channels", False),
         ("script", False),
+        ("channels", False),
         ("sent", True),
         ("in results", True),
-        ("before archive", True),
-        ("during", True),
-        ("after archive returned", True),
-        ("after resume", True),
-        ("denied, by reason", False),
-        ("archive latency", True),
+        ("denied", True),
     ):
-        table.add_column(col, justify="right" if right else "left")
+        _column(sends, col, right=right)
     for row in report.rows:
-        after = Text(_num(row.sent_after))
-        if row.sent_after is not None:
-            after.stylize("bold red" if row.sent_after else "green")
-        denied = "\n".join(
-            f"{k.lower()} {v:,}" for k, v in sorted(row.denied.items(), key=lambda i: -i[1])
-        )
-        table.add_row(
+        sends.add_row(
             row.id,
-            "\n".join(row.channels),
             row.role.value,
+            ", ".join(row.channels),
             _num(row.sent_total),
             _num(row.results),
-            _num(row.sent_before),
-            _num(row.sent_during),
-            after,
-            _num(row.sent_after_resume),
-            denied or "-",
-            "-" if row.latency is None else f"{row.latency * 1000:,.0f} ms",
+            _num(sum(row.denied.values())),
         )
-    console.print(table)
+    console.print(sends)
+
+    archived = [row for row in report.rows if row.sent_after is not None]
+    if archived:
+        around = _table(
+            "Around each archive",
+            "during: sent between the archive call and its return (a gate admits until it "
+            "has installed the change; the archive returns once every gate acknowledged it).",
+        )
+        for col, right in (
+            ("campaign", False),
+            ("before archive", True),
+            ("during", True),
+            ("after archive returned", True),
+            ("after resume", True),
+            ("archive took", True),
+        ):
+            _column(around, col, right=right)
+        for row in archived:
+            after = Text(_num(row.sent_after), style="bold red" if row.sent_after else "green")
+            around.add_row(
+                row.id,
+                _num(row.sent_before),
+                _num(row.sent_during),
+                after,
+                _num(row.sent_after_resume),
+                "-" if row.latency is None else f"{row.latency * 1000:,.0f} ms",
+            )
+        console.print()
+        console.print(around)
+
+    by_reason: dict[str, tuple[int, list[str]]] = {}
+    for row in report.rows:
+        for name, n in row.denied.items():
+            total, ids = by_reason.get(name, (0, []))
+            by_reason[name] = (total + n, [*ids, row.id])
+    if by_reason:
+        reasons = _table("Denied, by reason")
+        _column(reasons, "reason")
+        _column(reasons, "denied", right=True)
+        _column(reasons, "campaigns")
+        for name, (total, ids) in sorted(by_reason.items(), key=lambda i: -i[1][0]):
+            reasons.add_row(name.lower(), _num(total), ", ".join(ids))
+        console.print()
+        console.print(reasons)
     for problem in report.problems:
-        console.print(Text(f"INCONCLUSIVE: {problem}.", style="yellow"), soft_wrap=True)
+        console.print(Text(f"INCONCLUSIVE: {problem}.", style="yellow"), soft_wrap=False)
     comeback = [r for r in report.rows if r.sent_after_resume is not None]
     if report.violations:
         bad = ", ".join(f"{r.id} {r.sent_after:,}" for r in report.rows if r.sent_after)
@@ -272,7 +322,7 @@ def render_report(report: DemoReport, console: Console) -> None:
                 + ".",
                 style="bold red",
             ),
-            soft_wrap=True,
+            soft_wrap=False,
         )
         return
     if report.problems:
@@ -288,5 +338,5 @@ def render_report(report: DemoReport, console: Console) -> None:
             f"archive returned{extra}.",
             style="bold green",
         ),
-        soft_wrap=True,
+        soft_wrap=False,
     )

@@ -1,7 +1,10 @@
 """Output: rich tables for people, plain JSON for scripts.
 
-User data (names, ids, error messages) is always wrapped in `rich.text.Text`, never passed
-as a markup string: a campaign named ``[red]x`` must print as typed.
+User data (names, ids, actors, causes, error messages) goes through `safe` and is wrapped in
+`rich.text.Text`, never passed as a markup string: a campaign named ``[red]x`` prints as
+typed, and one named ``"\x1b[31mx"`` prints ``\x1b[31mx`` as visible text instead of turning
+the terminal red (or, with OSC ``\x1b]0;``, retitling the window). JSON output needs none
+of this: `json.dumps` escapes every control character itself.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import datetime as dt
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import click
 from rich.console import Console
@@ -32,7 +35,9 @@ __all__ = [
     "print_json",
     "results_json",
     "segment_json",
+    "safe",
     "segments_table",
+    "text",
     "when",
 ]
 
@@ -52,6 +57,44 @@ _OUTCOME_STYLE = {
 
 
 _NO_REASON = {Outcome.NOT_FOUND: "no such campaign", Outcome.UNCHANGED: "already there"}
+
+
+def _escape(cp: int) -> str:
+    named = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+    return named.get(cp) or (f"\\x{cp:02x}" if cp <= 0xFF else f"\\u{cp:04x}")
+
+
+# C0 controls, DEL and C1 controls (0x9b is a one-byte CSI to many terminals), plus the
+# bidirectional overrides and isolates, which reorder what is shown ("Trojan Source").
+_CONTROLS: Final = {
+    cp: _escape(cp)
+    for cp in (
+        *range(0x20),
+        *range(0x7F, 0xA0),
+        0x061C,
+        0x200E,
+        0x200F,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    )
+}
+
+
+def safe(value: object) -> str:
+    """``value`` as text with every control character shown as an escape (``\\x1b``).
+
+    A terminal then shows exactly what is stored and interprets none of it. Applied to
+    everything user-supplied the CLI prints, in tables and plain lines alike.
+    """
+    s = value if isinstance(value, str) else str(value)
+    # isprintable() is False for every character `_CONTROLS` holds: the common case costs
+    # one C scan.
+    return s if s.isprintable() else s.translate(_CONTROLS)
+
+
+def text(value: object, style: str = "") -> Text:
+    """User data as a rich `Text`: control characters escaped, no markup interpreted."""
+    return Text(safe(value), style=style)
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -74,8 +117,13 @@ def when(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
+def _title(title: str | None) -> Text | None:
+    # A str title would be parsed as markup: an id holding "[" would vanish or restyle it.
+    return None if title is None else text(title, style="italic")
+
+
 def _state_text(state: str) -> Text:
-    return Text(state, style=STATE_STYLE.get(state, ""))
+    return text(state, style=STATE_STYLE.get(state, ""))
 
 
 def campaign_json(c: Campaign) -> dict[str, Any]:
@@ -125,16 +173,16 @@ def history_json(h: HistoryEntry) -> dict[str, Any]:
 
 def campaigns_table(campaigns: Iterable[Campaign], *, title: str | None = None) -> Table:
     """One row per campaign."""
-    table = Table(title=title)
+    table = Table(title=_title(title))
     for col in ("id", "name", "state", "channels", "segments", "version"):
         table.add_column(col, overflow="fold")
     for c in campaigns:
         table.add_row(
-            Text(c.id),
-            Text(c.name),
+            text(c.id),
+            text(c.name),
             _state_text(c.state.value),
-            Text(", ".join(sorted(ch.value for ch in c.channels))),
-            Text(", ".join(sorted(c.segments)) or "-"),
+            text(", ".join(sorted(ch.value for ch in c.channels))),
+            text(", ".join(sorted(c.segments)) or "-"),
             str(c.version),
         )
     return table
@@ -146,13 +194,13 @@ def segments_table(segments: Iterable[Segment]) -> Table:
     for col in ("id", "name", "state", "version"):
         table.add_column(col, overflow="fold")
     for s in segments:
-        table.add_row(Text(s.id), Text(s.name), _state_text(s.state.value), str(s.version))
+        table.add_row(text(s.id), text(s.name), _state_text(s.state.value), str(s.version))
     return table
 
 
 def history_table(entries: Sequence[HistoryEntry], *, title: str | None = None) -> Table:
     """One row per history entry, oldest first."""
-    table = Table(title=title)
+    table = Table(title=_title(title))
     for col in ("seq", "time (UTC)", "trigger", "from -> to", "actor", "cause", "version"):
         table.add_column(col, overflow="fold")
     for h in entries:
@@ -160,10 +208,10 @@ def history_table(entries: Sequence[HistoryEntry], *, title: str | None = None) 
         table.add_row(
             str(h.seq),
             when(h.time).replace("+00:00", ""),
-            Text(h.trigger),
-            Text(f"{src} -> {h.to_state.value}"),
-            Text(h.actor or "-"),
-            Text(h.cause or "-"),
+            text(h.trigger),
+            text(f"{src} -> {h.to_state.value}"),
+            text(h.actor or "-"),
+            text(h.cause or "-"),
             str(h.version),
         )
     return table
@@ -171,25 +219,27 @@ def history_table(entries: Sequence[HistoryEntry], *, title: str | None = None) 
 
 def bulk_table(result: BulkResult, *, verb: str) -> Table:
     """Per-id outcomes of a bulk action."""
-    table = Table(title=f"{verb} {len(result)} campaign(s)")
+    table = Table(title=_title(f"{verb} {len(result)} campaign(s)"))
     for col in ("id", "outcome", "state", "reason"):
         table.add_column(col, overflow="fold")
     for cid, item in result.items():
         state = item.campaign.state.value if item.campaign is not None else "-"
         table.add_row(
-            Text(cid),
-            Text(item.outcome.value, style=_OUTCOME_STYLE[item.outcome]),
+            text(cid),
+            text(item.outcome.value, style=_OUTCOME_STYLE[item.outcome]),
             _state_text(state),
-            Text(item.reason or _NO_REASON.get(item.outcome, "")),
+            text(item.reason or _NO_REASON.get(item.outcome, "")),
         )
     return table
 
 
 def bulk_json(result: BulkResult) -> dict[str, Any]:
-    """Per-id outcomes as a JSON-ready dict (request order kept)."""
+    """Per-id outcomes as a JSON-ready dict (request order kept); ``from`` is not known
+    per id in a bulk call (null), as it is for a single id."""
     return {
         cid: {
             "outcome": item.outcome.value,
+            "from": None,
             "state": None if item.campaign is None else item.campaign.state.value,
             "reason": item.reason,
         }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.text import Text
 
-from campaign_states import Campaign, Registry, SegmentState
+from campaign_states import Campaign, Registry, Segment, SegmentState
 
 from . import _render as r
 from ._app import cli, json_option
@@ -29,11 +30,11 @@ def segment() -> None:
 @pass_env
 def segment_create(env: Env, segment_id: str, name: str | None, as_json: bool) -> None:
     """Create an active segment."""
-    s = env.registry.create_segment(segment_id, name=name)
+    s = env.open_registry(create=True).create_segment(segment_id, name=name)
     if as_json:
         r.print_json(r.segment_json(s))
         return
-    r.console().print(Text.assemble("Created segment ", (s.id, "bold"), "."))
+    r.console().print(Text.assemble("Created segment ", (r.safe(s.id), "bold"), "."))
 
 
 @segment.command(name="list")
@@ -64,8 +65,8 @@ def segment_show(env: Env, segment_id: str, as_json: bool) -> None:
     con.print(
         Text.assemble(
             "segment ",
-            (s.id, "bold"),
-            f" ({s.name}): ",
+            (r.safe(s.id), "bold"),
+            f" ({r.safe(s.name)}): ",
             (s.state.value, r.STATE_STYLE.get(s.state.value, "")),
         )
     )
@@ -98,13 +99,7 @@ def segment_archive(env: Env, segment_id: str, dry_run: bool, yes: bool, as_json
     con = r.console()
     if dry_run:
         if as_json:
-            r.print_json(
-                {
-                    "segment": r.segment_json(preview.segment),
-                    "dry_run": True,
-                    "would_archive": [r.campaign_json(c) for c in victims],
-                }
-            )
+            r.print_json(_archive_json(preview.segment, victims, dry_run=True, changed=False))
             return
         _show_victims(con, segment_id, victims, already, conditional=True)
         return
@@ -120,39 +115,58 @@ def segment_archive(env: Env, segment_id: str, dry_run: bool, yes: bool, as_json
     done = reg.archive_segment(segment_id, actor=env.actor)
     elapsed = time.perf_counter() - started
     if as_json:
+        archived = _victims(reg, segment_id, done.campaign_ids)
         r.print_json(
-            {
-                "segment": r.segment_json(done.segment),
-                "changed": done.changed,
-                "archived": list(done.campaign_ids),
-                "seconds": round(elapsed, 3),
-            }
+            _archive_json(
+                done.segment, archived, dry_run=False, changed=done.changed, seconds=elapsed
+            )
         )
         return
     if not done.changed:
         con.print(
-            Text.assemble("Segment ", (segment_id, "bold"), " was already archived: nothing to do.")
+            Text.assemble(
+                "Segment ", (r.safe(segment_id), "bold"), " was already archived: nothing to do."
+            )
         )
         return
     con.print(
         Text.assemble(
             "Archived segment ",
-            (segment_id, "bold"),
+            (r.safe(segment_id), "bold"),
             f" and {len(done.campaign_ids)} campaign(s) in {elapsed:.2f}s: "
             "no gate admits them any more.",
         )
     )
 
 
+def _archive_json(
+    segment: Segment,
+    campaigns: list[Campaign],
+    *,
+    dry_run: bool,
+    changed: bool,
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    """One shape for `segment archive --json`, dry run or not: ``campaigns`` are those it
+    would archive (dry run) or did archive; ``seconds`` is null for a dry run."""
+    return {
+        "segment": r.segment_json(segment),
+        "dry_run": dry_run,
+        "changed": changed,
+        "campaigns": [r.campaign_json(c) for c in campaigns],
+        "seconds": None if seconds is None else round(seconds, 3),
+    }
+
+
 def _show_victims(
     con: Console, segment_id: str, victims: list[Campaign], already: bool, *, conditional: bool
 ) -> None:
     if already:
-        con.print(Text.assemble("Segment ", (segment_id, "bold"), " is already archived."))
+        con.print(Text.assemble("Segment ", (r.safe(segment_id), "bold"), " is already archived."))
         return
     verb = "would archive" if conditional else "will archive"
     if not victims:
-        con.print(Text(f"Archiving segment {segment_id} {verb} no campaign."))
+        con.print(r.text(f"Archiving segment {segment_id} {verb} no campaign."))
         return
     con.print(
         r.campaigns_table(
@@ -188,9 +202,9 @@ def segment_unarchive(env: Env, segment_id: str, restore_campaigns: bool, as_jso
     con = r.console()
     head = "Unarchived segment " if done.changed else "Segment "
     tail = "." if done.changed else " was not archived: nothing to do."
-    con.print(Text.assemble(head, (segment_id, "bold"), tail))
+    con.print(Text.assemble(head, (r.safe(segment_id), "bold"), tail))
     if done.campaign_ids:
-        con.print(Text(f"Restored to active_stopped: {', '.join(done.campaign_ids)}"))
+        con.print(r.text(f"Restored to active_stopped: {', '.join(done.campaign_ids)}"))
     elif done.changed and not restore_campaigns:
         con.print(
             Text(

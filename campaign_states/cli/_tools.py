@@ -36,7 +36,8 @@ def gate_check(env: Env, campaign_id: str, channel: str, impression: bool, as_js
         d = g.check(campaign_id, channel=channel, kind=kind)
     finally:
         g.close()
-    reason = getattr(d.reason, "name", str(d.reason))
+    # The enum's value ("segment_archived"), lowercase as every other field's value.
+    reason = getattr(d.reason, "value", str(d.reason))
     if as_json:
         r.print_json(
             {
@@ -54,7 +55,7 @@ def gate_check(env: Env, campaign_id: str, channel: str, impression: bool, as_js
             Text.assemble(
                 verdict,
                 f": {reason} (campaign ",
-                (campaign_id, "bold"),
+                (r.safe(campaign_id), "bold"),
                 f", {channel}, {kind.value}, version {d.version})",
             )
         )
@@ -98,7 +99,7 @@ def diagram(check: bool, write: bool, fmt: str | None, lifecycle: str, directory
         raise click.UsageError("Use one of --check, --write, --format.")
     if write:
         for path in _diagrams.write(directory):
-            click.echo(f"wrote {path}")
+            click.echo(f"wrote {r.safe(path)}")
         return
     if check:
         problems = _diagrams.check(directory)
@@ -108,7 +109,7 @@ def diagram(check: bool, write: bool, fmt: str | None, lifecycle: str, directory
                 + "; ".join(problems)
                 + ". Regenerate: campaign-states diagram --write (or make diagrams)."
             )
-        click.echo(f"{directory}/ is up to date with the lifecycle declaration.")
+        click.echo(f"{r.safe(directory)}/ is up to date with the lifecycle declaration.")
         return
     (d,) = [d for d in _diagrams.DIAGRAMS if d.lifecycle.name == lifecycle]
     if fmt == "dot":

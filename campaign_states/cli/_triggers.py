@@ -12,7 +12,7 @@ from campaign_states import BulkResult, Outcome, State, TransitionResult, Trigge
 
 from . import _render as r
 from ._app import cli, json_option
-from ._base import Env, fail, pass_env
+from ._base import Env, Failure, pass_env
 
 __all__: list[str] = []
 
@@ -42,21 +42,18 @@ def _report_one(
     c = result.campaign
     previous = result.previous.value if isinstance(result.previous, State) else str(result.previous)
     if as_json:
-        r.print_json(
-            {
-                "id": c.id,
-                "changed": result.changed,
-                "from": previous,
-                "state": c.state.value,
-                "seconds": round(elapsed, 3),
-            }
-        )
+        # The shape of a bulk call's, for one id: scripts read one shape whatever they pass.
+        outcome = Outcome.CHANGED if result.changed else Outcome.UNCHANGED
+        item = {"outcome": outcome.value, "from": previous, "state": c.state.value, "reason": None}
+        r.print_json({"outcomes": {c.id: item}, "seconds": round(elapsed, 3)})
         return
     con = r.console()
     if not result.changed:
-        con.print(Text.assemble((c.id, "bold"), f" is already {c.state.value}: nothing to do."))
+        con.print(
+            Text.assemble((r.safe(c.id), "bold"), f" is already {c.state.value}: nothing to do.")
+        )
         return
-    line = Text.assemble(f"{past} ", (c.id, "bold"), f" ({previous} -> {c.state.value})")
+    line = Text.assemble(f"{past} ", (r.safe(c.id), "bold"), f" ({previous} -> {c.state.value})")
     if trigger in (Trigger.ARCHIVE, Trigger.STOP):
         line.append(f" in {elapsed:.2f}s: no gate admits it any more.")
     else:
@@ -74,10 +71,13 @@ def _report_many(result: BulkResult, trigger: Trigger, elapsed: float, as_json: 
         con.print(f"{r.counts_line(counts)} ({elapsed:.2f}s).")
     bad = counts[Outcome.REFUSED] + counts[Outcome.NOT_FOUND]
     if bad:
-        fail(
+        failure = Failure(
             f"{bad} of {len(result)} campaign(s) could not be {trigger.value}d: "
             f"{r.counts_line(counts)}."
         )
+        # With --json the outcomes above already say it: no second JSON document.
+        failure.reported = as_json  # type: ignore[attr-defined]
+        raise failure
 
 
 _trigger_command(

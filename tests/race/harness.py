@@ -18,6 +18,7 @@ Deliberately broken variants (``Variant``) show the checker catches what it must
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import multiprocessing
 import os
@@ -49,6 +50,7 @@ class Variant(enum.Enum):
     NO_COMMIT_WAIT = "no_commit_wait"  # the archiver returns right after its commit
     LEASE_AFTER_READ = "lease_after_read"  # workers' leases start after a (slow) read
     NO_DRAIN = "no_drain"  # the archiver's gate does not wait for local permits
+    ACK_BEFORE_DRAIN = "ack_before_drain"  # workers' gates ack with permits still in flight
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +68,9 @@ class RaceConfig:
         grace: The store's send grace.
         refresh: The store's refresh period.
         slow_read: Seconds a worker's change read takes (LEASE_AFTER_READ only).
+        hold: The longest a worker holds a permit (seconds; uniform from 0).
+        probe: Whether workers' gates probe for changes between refreshes (the wake-up);
+            without it they see changes only at refresh, as a loaded machine may.
         variant: Which gate runs.
     """
 
@@ -79,6 +84,8 @@ class RaceConfig:
     grace: float = 0.1
     refresh: float = 0.02
     slow_read: float = 0.5
+    hold: float = 0.004
+    probe: bool = True
     variant: Variant = Variant.CORRECT
 
     def to_json(self) -> str:
@@ -179,6 +186,15 @@ class NoDrainGate(DeliveryGate):
         self._listener.drain = lambda campaign_ids, timeout: set()  # type: ignore[method-assign]
 
 
+class AckBeforeDrainGate(DeliveryGate):
+    """BROKEN: acknowledges a change as soon as its view is installed, before its permits
+    on the silenced campaigns have left their blocks."""
+
+    def _ack_if_drained(self) -> None:
+        self._ack_waiting = []
+        super()._ack_if_drained()
+
+
 class SlowReader:
     """A reader whose change reads take ``delay`` s (the data is as of the read's start)."""
 
@@ -232,9 +248,11 @@ def emit_loop(
                 time.sleep(hold(rnd))  # rendering the message
                 if p.still_valid():
                     log.append(("sent", cid, entered, now()))
+            # Stamped inside the block: the permit was certainly still in flight then.
+            inside = now()
         # Stamped after the block: the permit has left the in-flight set by now.
         if p.admitted:
-            log.append(("permit", cid, entered, now()))
+            log.append(("permit", cid, entered, now(), inside))
         elif p.reason in gone:
             if i == frontier:
                 frontier += 1
@@ -242,8 +260,11 @@ def emit_loop(
             time.sleep(0.0005)
 
 
-def _short_hold(rnd: random.Random) -> float:
-    return rnd.uniform(0, 0.004)
+def _uniform_hold(longest: float, rnd: random.Random) -> float:
+    return rnd.uniform(0, longest)
+
+
+_short_hold = functools.partial(_uniform_hold, 0.004)
 
 
 def _local_hold(rnd: random.Random) -> float:
@@ -276,15 +297,22 @@ def _run_threads(
 def worker_main(config_json: str, index: int, out: str, ready: Any, stop: Any) -> None:
     """A worker process: its own registry and gate, ``threads`` emitting threads."""
     config = RaceConfig.from_json(config_json)
+    if not config.probe:
+        from delivery_gate import _refresh
+
+        _refresh.PROBE = 3600.0  # type: ignore[misc]  # refresh period only
     reg = open_registry(f"sqlite:///{config.path}")
     cls: type[DeliveryGate] = DeliveryGate
     if config.variant is Variant.LEASE_AFTER_READ:
         _slow_reads(reg, config.slow_read)
         cls = LeaseAfterReadGate
+    elif config.variant is Variant.ACK_BEFORE_DRAIN:
+        cls = AckBeforeDrainGate
     gate = cls(reg)
     ids = order(plan(config.seed, config.groups))
     seeds = [config.seed * 1000 + index * 10 + t for t in range(config.threads)]
-    threads, log = _run_threads(gate, ids, seeds, stop.is_set, _short_hold)
+    hold = functools.partial(_uniform_hold, config.hold)
+    threads, log = _run_threads(gate, ids, seeds, stop.is_set, hold)
     ready.set()
     for t in threads:
         t.join()
@@ -327,7 +355,11 @@ def run_archiver(
         time.sleep(rnd.uniform(0.01, 0.06))  # let the emitters reach this group
         called = now()
         archived = silence(reg, g)
-        calls.append((g.how, archived, called, now()))
+        returned = now()
+        # How the call reached its promise (acknowledged, lease): the checker holds an
+        # acknowledged call to the stronger promise (no permit in flight anywhere).
+        outcome = reg.last_wait.outcome if reg.last_wait is not None else None
+        calls.append((g.how, archived, called, returned, outcome))
     done.set()
     for t in running:
         t.join()
@@ -363,21 +395,33 @@ def check(calls: list[Any], remote: list[list[Any]], local: list[Any]) -> Report
     """Assert the guarantee on a run's events."""
     returned: dict[str, float] = {}
     called: dict[str, float] = {}
-    for _how, ids, t_call, t_return in calls:
+    acknowledged: set[str] = set()
+    for _how, ids, t_call, t_return, *outcome in calls:
         for cid in ids:
+            if cid not in returned and outcome == ["acknowledged"]:
+                acknowledged.add(cid)
             returned.setdefault(cid, t_return)
             called.setdefault(cid, t_call)
     violations: list[str] = []
     sends = 0
+    for log in remote:
+        # The stronger promise of an acknowledged call: no permit admitted before it was
+        # still inside its block, in any process, after it returned.
+        for kind, cid, t_enter, _t_exit, *inside in log:
+            if kind == "permit" and cid in acknowledged and t_enter < returned[cid] < inside[0]:
+                violations.append(
+                    f"{cid}: a permit in another process was still in flight after its "
+                    f"acknowledged archive returned ({inside[0] - returned[cid]:.4f}s more)"
+                )
     for log in [*remote, local]:
-        for kind, cid, _t_enter, t in log:
+        for kind, cid, _t_enter, t, *_ in log:
             if kind != "sent":
                 continue
             sends += 1
             if cid in returned and t > returned[cid]:
                 violations.append(f"{cid} sent {t - returned[cid]:.4f}s after its archive returned")
     in_flight = 0
-    for kind, cid, t_enter, t_exit in local:
+    for kind, cid, t_enter, t_exit, *_ in local:
         if kind != "permit" or cid not in returned:
             continue
         if t_enter < called[cid] < t_exit:

@@ -50,3 +50,17 @@ def pause_inside_permit(url: str, cid: str, ready: Any, go: str, out: str) -> No
         sent_at = now() if valid else None
     gate.close()
     Path(out).write_text(json.dumps({"admitted": admitted, "valid": valid, "sent_at": sent_at}))
+
+
+def answer_checks(url: str, cid: str) -> None:
+    """A gate process that says its id, then answers each "check" line on stdin with its
+    decision on ``cid`` (1 admitted, 0 denied), so a parent can stop and resume it between
+    two questions."""
+    import sys
+
+    gate = DeliveryGate.open(url)
+    print("ready", gate._gate_id, flush=True)
+    for line in sys.stdin:
+        if line.strip() == "check":
+            print(int(gate.check(cid, "email").admitted), flush=True)
+    gate.close()
