@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from campaign_states import open_registry
 from campaign_states.cli import app
 from delivery_gate import DeliveryGate
 
@@ -25,6 +26,7 @@ class TestGates:
     """The command lists every registered gate with its heartbeat and acknowledgement."""
 
     def test_none_registered(self, url):
+        open_registry(url).close()  # a store must exist: only creating commands create one
         result = _run(url)
         assert 0 == result.exit_code, result.output
         assert "No gates registered." in result.output

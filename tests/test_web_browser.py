@@ -89,8 +89,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Regi
     tmp = tmp_path_factory.mktemp("console")
     reg = open_registry(f"sqlite:///{tmp / 'campaigns.db'}")
     # Archives wait ~2 s: longer than the 1 s a request waits inline, so the walkthrough
-    # sees the progress page and htmx polling it until the archive is confirmed.
+    # sees the progress page and htmx polling it until the archive is confirmed. Live gates
+    # acknowledge in milliseconds, so the store gets a gate that heartbeats but never
+    # acknowledges (a stalled pipeline): every archive waits out its 2 s lease.
     reg.set_lease_settings(lease=2.0, grace=0.05, refresh=0.5)
+    table = reg.store.gate_table()
+    silent = table.register(lease=2.0)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(0.2):
+            table.heartbeat(silent, lease=2.0)
+
+    threading.Thread(target=heartbeat, daemon=True).start()
     seed(reg)
     users = Users(tmp / "users.json")
     users.put(USER, Role.OPERATOR, PASSWORD)
@@ -108,6 +119,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Regi
     yield f"http://127.0.0.1:{port}", reg
     srv.should_exit = True
     thread.join(10)
+    stop.set()
     reg.close()
 
 
