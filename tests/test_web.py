@@ -684,12 +684,21 @@ class TestHealthAndSecrets:
         assert "Lease settings" in page
         assert "Gates" in page  # the registry lists its gates (none registered on memory://)
 
-    def test_gates_shown_when_the_registry_has_them(self, reg):
-        reg.gates = lambda: ["gate-a (pid 1)", "gate-b"]  # type: ignore[attr-defined]
-        c = client(reg)
-        token_login(c)
-        page = c.get("/health").text
-        assert "gate-a (pid 1)" in page
+    def test_health_page_lists_registered_gates(self, tmp_path):
+        from campaign_states import open_registry
+        from delivery_gate import DeliveryGate
+
+        reg = open_registry(f"sqlite:///{tmp_path / 'h.db'}")
+        with DeliveryGate(reg, background_refresh=False) as gate:
+            c = client(reg)
+            token_login(c)
+            page = c.get("/health").text
+            (row,) = reg.gates()
+            assert row.gate_id[:12] in page
+            assert f">{row.pid}<" in page
+            assert "RegisteredGate(" not in page  # a table for people, not a repr
+            assert gate.check("c-none", "email").reason.value == "unknown_campaign"
+        reg.close()
 
     def test_user_repr_and_file_hold_no_password(self, users, tmp_path):
         text = (tmp_path / "users.json").read_text()
