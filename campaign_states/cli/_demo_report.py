@@ -104,7 +104,7 @@ def _count(times: array[float], lo: float, hi: float) -> int:
     return sum(1 for t in times if lo <= t < hi)
 
 
-def analyse(
+def analyse(  # noqa: PLR0912 (one pass over the sink classifies each send; split: issue 12)
     planned: Sequence[Planned],
     actions: Sequence[Action],
     *,
