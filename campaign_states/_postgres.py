@@ -38,7 +38,7 @@ from ._fork import abandon, reopen_after_fork
 from ._gates import RegisteredGate
 from ._lifecycle import State
 from ._queries import CampaignQuery, HistoryQuery
-from ._query_sql import campaign_where, history_where
+from ._query_sql import campaign_where, history_page
 from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
     campaign_from_row,
@@ -1082,14 +1082,9 @@ class PostgresStore:
 
     def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
         """One page of history entries across campaigns, ordered by seq as asked."""
-        where, args = history_where(query, "%s")
-        order = "DESC" if query.newest_first else "ASC"
-        sql = (
-            "SELECT campaign_id, trigger, from_state, to_state, actor, cause, time, seq, "
-            f"version FROM cs_history WHERE {where} ORDER BY seq {order} LIMIT %s"
-        )
+        sql, args = history_page(query, "cs_history", "%s")
         with self._conn() as c:
-            rows = c.execute(sql, [*args, query.limit]).fetchall()
+            rows = c.execute(sql, args).fetchall()
         return history_from_rows(rows)
 
     def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from ._queries import CampaignQuery, HistoryQuery, ascii_lower
 
-__all__ = ["campaign_where", "history_where"]
+__all__ = ["campaign_where", "history_page", "history_where"]
 
 
 def campaign_where(
@@ -57,3 +57,14 @@ def history_where(q: HistoryQuery, ph: str) -> tuple[str, list[object]]:
         sql.append(f"time < {ph}")
         args.append(float(q.until))
     return " AND ".join(sql), args
+
+
+def history_page(q: HistoryQuery, table: str, ph: str) -> tuple[str, list[object]]:
+    """The whole page query over ``table`` (the stores name it differently), with its args."""
+    where, args = history_where(q, ph)
+    order = "DESC" if q.newest_first else "ASC"
+    sql = (
+        "SELECT campaign_id, trigger, from_state, to_state, actor, cause, time, seq, "
+        f"version FROM {table} WHERE {where} ORDER BY seq {order} LIMIT {ph}"
+    )
+    return sql, [*args, q.limit]

@@ -25,7 +25,7 @@ from ._clock import Clock, SystemClock
 from ._fork import abandon, reopen_after_fork
 from ._lifecycle import State
 from ._queries import CampaignQuery, HistoryQuery
-from ._query_sql import campaign_where, history_where
+from ._query_sql import campaign_where, history_page
 from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
 from ._rows import (
     GateRow,
@@ -689,14 +689,9 @@ class SQLiteStore:
 
     def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
         """One page of history entries across campaigns, ordered by seq as asked."""
-        where, args = history_where(query, "?")
-        order = "DESC" if query.newest_first else "ASC"
-        sql = (
-            "SELECT campaign_id, trigger, from_state, to_state, actor, cause, time, seq, "
-            f"version FROM history WHERE {where} ORDER BY seq {order} LIMIT ?"
-        )
+        sql, args = history_page(query, "history", "?")
         with self._guard() as c:
-            rows = c.execute(sql, [*args, query.limit]).fetchall()
+            rows = c.execute(sql, args).fetchall()
         return history_from_rows(rows)
 
     def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
