@@ -33,7 +33,7 @@ from pathlib import Path
 import psycopg
 
 from campaign_states import FakeClock, LeaseSettings, Registry, SystemClock
-from campaign_states._postgres import PostgresReader
+from campaign_states._stores.postgres import PostgresReader
 from campaign_states.stores import PostgresStore, SQLiteStore
 from delivery_gate import DeliveryGate
 

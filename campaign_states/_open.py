@@ -46,12 +46,12 @@ def open_store(url: str, *, create: bool = True, **options: Any) -> Store:
     scheme = found[1].lower() if found else ("postgresql" if looks_like_conninfo(url) else "")
     shown = mask_secrets(url)
     if scheme == "memory":
-        from ._memory import MemoryStore
+        from ._stores.memory import MemoryStore
 
         _check_options(MemoryStore, options)
         return MemoryStore(**options)
     if scheme == "sqlite":
-        from ._sqlite import SQLiteStore
+        from ._stores.sqlite import SQLiteStore
 
         try:
             parts = urllib.parse.urlsplit(url)
@@ -76,7 +76,7 @@ def open_store(url: str, *, create: bool = True, **options: Any) -> Store:
         )
     if scheme in ("postgresql", "postgres"):
         try:
-            from ._postgres import PostgresStore
+            from ._stores.postgres import PostgresStore
         except ImportError as e:  # psycopg is an extra
             raise InvalidSettingsError(
                 "PostgreSQL needs the extra: pip install 'campaign-states[postgres]'."

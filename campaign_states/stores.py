@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._memory import MemoryStore
-from ._sqlite import SQLiteStore
+from ._stores.memory import MemoryStore
+from ._stores.sqlite import SQLiteStore
 from ._store import (
     ChangeBatch,
     GateReader,
@@ -23,7 +23,7 @@ from ._store import (
 )
 
 if TYPE_CHECKING:
-    from ._postgres import PostgresStore
+    from ._stores.postgres import PostgresStore
 
 __all__ = [
     "ChangeBatch",
@@ -43,7 +43,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # psycopg stays out of the import path until someone asks for PostgreSQL.
     if name == "PostgresStore":
-        from ._postgres import PostgresStore
+        from ._stores.postgres import PostgresStore
 
         return PostgresStore
     raise AttributeError(name)

@@ -13,7 +13,7 @@ from campaign_states.stores import SQLiteStore
 
 def _deferred_begin() -> None:
     """Break the store on purpose: a deferred BEGIN instead of BEGIN IMMEDIATE."""
-    from campaign_states import _sqlite
+    from campaign_states._stores.sqlite import store as _sqlite
 
     def enter(self: Any) -> Any:
         store = self._store

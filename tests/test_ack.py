@@ -16,7 +16,7 @@ import pytest
 
 from campaign_states import FakeClock, LeaseSettings, open_registry
 from campaign_states import _invalidation as invalidation
-from campaign_states._sqlite_gates import PRUNE_AFTER
+from campaign_states._stores.sqlite.gates import PRUNE_AFTER
 from delivery_gate import DeliveryGate
 
 LEASE = LeaseSettings(lease=1.0, grace=0.05, refresh=0.2)

@@ -91,7 +91,7 @@ class TestImportPaths:
         assert "click" in loaded
 
     def test_a_registered_sqlite_gate_stays_light(self, tmp_path):
-        """Registering, heartbeating and acking (campaign_states._gates, _sqlite_gates,
+        """Registering, heartbeating and acking (campaign_states._gates, _stores.sqlite.gates,
         _invalidation) pull in nothing heavy either."""
         url = f"sqlite:///{tmp_path / 'light.db'}"
         loaded = _modules_after(
@@ -102,5 +102,5 @@ class TestImportPaths:
             "g.registry.archive('c')\n"
             "g.close()"
         )
-        assert {"campaign_states._gates", "campaign_states._sqlite_gates"} <= loaded
+        assert {"campaign_states._gates", "campaign_states._stores.sqlite.gates"} <= loaded
         assert [] == [m for m in HEAVY if m in loaded]

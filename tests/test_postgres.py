@@ -31,7 +31,7 @@ from campaign_states import (
     SegmentState,
     State,
 )
-from campaign_states import _postgres as pgmod
+from campaign_states._stores.postgres import tx as pgmod
 from campaign_states.exceptions import (
     CampaignArchivedError,
     CommitUnknownError,

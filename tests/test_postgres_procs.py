@@ -14,7 +14,7 @@ from typing import Any
 from race.harness import _run_threads, _short_hold, order, plan, run_archiver
 
 from campaign_states import LeaseSettings, Registry, open_registry
-from campaign_states._postgres import PostgresReader
+from campaign_states._stores.postgres import PostgresReader
 from campaign_states.stores import PostgresStore
 from delivery_gate import DeliveryGate
 

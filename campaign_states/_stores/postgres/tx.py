@@ -33,23 +33,23 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from ._clock import Clock, SystemClock
-from ._fork import abandon, reopen_after_fork
-from ._gates import RegisteredGate
-from ._lifecycle import State
-from ._queries import CampaignQuery, HistoryQuery
-from ._query_sql import campaign_where, history_page
-from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
-from ._rows import (
+from ..._clock import Clock, SystemClock
+from ..._fork import abandon, reopen_after_fork
+from ..._gates import RegisteredGate
+from ..._lifecycle import State
+from ..._queries import CampaignQuery, HistoryQuery
+from ..query_sql import campaign_where, history_page
+from ..._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
+from ..._rows import (
     campaign_from_row,
     history_from_rows,
     join_ids,
     results_from_rows,
     segment_from_row,
 )
-from ._secrets import mask_secrets
-from ._store import ChangeBatch, GateRowBatch, LeaseSettings
-from .exceptions import (
+from ..._secrets import mask_secrets
+from ..._store import ChangeBatch, GateRowBatch, LeaseSettings
+from ...exceptions import (
     CampaignStateError,
     CommitUnknownError,
     ConcurrentUpdateError,

@@ -15,14 +15,14 @@ from types import TracebackType
 
 import attrs
 
-from ._clock import Clock, SystemClock
-from ._fork import reopen_after_fork
-from ._lifecycle import State
-from ._queries import CampaignQuery, HistoryQuery, matches_campaign, matches_history
-from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
-from ._rows import gate_row
-from ._store import ChangeBatch, GateRowBatch, LeaseSettings
-from .exceptions import ConcurrentUpdateError, DuplicateIdError
+from .._clock import Clock, SystemClock
+from .._fork import reopen_after_fork
+from .._lifecycle import State
+from .._queries import CampaignQuery, HistoryQuery, matches_campaign, matches_history
+from .._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
+from .._rows import gate_row
+from .._store import ChangeBatch, GateRowBatch, LeaseSettings
+from ..exceptions import ConcurrentUpdateError, DuplicateIdError
 
 __all__ = ["MemoryStore"]
 

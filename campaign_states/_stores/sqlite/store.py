@@ -21,13 +21,13 @@ from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._clock import Clock, SystemClock
-from ._fork import abandon, reopen_after_fork
-from ._lifecycle import State
-from ._queries import CampaignQuery, HistoryQuery
-from ._query_sql import campaign_where, history_page
-from ._records import Campaign, Delivery, HistoryEntry, Results, Segment
-from ._rows import (
+from ..._clock import Clock, SystemClock
+from ..._fork import abandon, reopen_after_fork
+from ..._lifecycle import State
+from ..._queries import CampaignQuery, HistoryQuery
+from ..query_sql import campaign_where, history_page
+from ..._records import Campaign, Delivery, HistoryEntry, Results, Segment
+from ..._rows import (
     GateRow,
     campaign_from_row,
     history_from_rows,
@@ -35,8 +35,8 @@ from ._rows import (
     results_from_rows,
     segment_from_row,
 )
-from ._sqlite_gates import SQLiteGateTable
-from ._sqlite_sql import (
+from .gates import SQLiteGateTable
+from .schema import (
     ALREADY,
     APPLICATION_ID,
     BULK,
@@ -58,9 +58,9 @@ from ._sqlite_sql import (
     rollback,
     translate,
 )
-from ._store import ChangeBatch, GateRowBatch, LeaseSettings
-from ._validation import check_positive_seconds
-from .exceptions import (
+from ..._store import ChangeBatch, GateRowBatch, LeaseSettings
+from ..._validation import check_positive_seconds
+from ...exceptions import (
     ConcurrentUpdateError,
     DuplicateIdError,
     ForeignStoreError,

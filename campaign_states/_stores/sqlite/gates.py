@@ -29,10 +29,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Final
 
-from ._clock import Clock
-from ._gates import RegisteredGate
-from ._sqlite_sql import connect, rollback, translate
-from ._store import LeaseSettings
+from ..._clock import Clock
+from ..._gates import RegisteredGate
+from .schema import connect, rollback, translate
+from ..._store import LeaseSettings
 
 __all__ = ["SQLiteGateTable", "boot_id"]
 

@@ -8,7 +8,7 @@ import sqlite3
 import urllib.parse
 from typing import Final
 
-from .exceptions import (
+from ...exceptions import (
     StoreBusyError,
     StoreCorruptError,
     StoreError,
