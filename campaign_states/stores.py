@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._stores.memory import MemoryStore
-from ._stores.sqlite import SQLiteStore
 from ._store import (
     ChangeBatch,
     GateReader,
@@ -21,6 +19,8 @@ from ._store import (
     Store,
     WriteTx,
 )
+from ._stores.memory import MemoryStore
+from ._stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from ._stores.postgres import PostgresStore

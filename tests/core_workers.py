@@ -13,7 +13,7 @@ from campaign_states.stores import SQLiteStore
 
 def _deferred_begin() -> None:
     """Break the store on purpose: a deferred BEGIN instead of BEGIN IMMEDIATE."""
-    from campaign_states._stores.sqlite import store as _sqlite
+    from campaign_states._stores.sqlite import tx as _sqlite
 
     def enter(self: Any) -> Any:
         store = self._store
@@ -21,7 +21,7 @@ def _deferred_begin() -> None:
         store._conn.execute("BEGIN")
         return _sqlite._Tx(store._conn)
 
-    _sqlite._Write.__enter__ = enter  # type: ignore[method-assign]
+    _sqlite.Write.__enter__ = enter  # type: ignore[method-assign]
 
 
 def race(

@@ -116,7 +116,7 @@ class TestRestoredFile:
 
     def test_broken_variant_without_the_check_keeps_admitting(self, live, tmp_path, monkeypatch):
         """Without the identity check (the old behaviour) the gate admits after the archive."""
-        from campaign_states._stores.sqlite import store as _sqlite
+        from campaign_states._stores.sqlite import reader as _sqlite
 
         monkeypatch.setattr(_sqlite.SQLiteReader, "check_file", lambda self: None)
         path, _reg, gate = live

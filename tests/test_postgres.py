@@ -31,7 +31,10 @@ from campaign_states import (
     SegmentState,
     State,
 )
-from campaign_states._stores.postgres import tx as pgmod
+from campaign_states._stores.postgres import reader as pg_reader
+from campaign_states._stores.postgres import schema as pg_schema
+from campaign_states._stores.postgres import store as pg_store
+from campaign_states._stores.postgres import tx as pg_tx
 from campaign_states.exceptions import (
     CampaignArchivedError,
     CommitUnknownError,
@@ -112,7 +115,7 @@ class Pause:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, method: str, thread: str) -> None:
         self.reached = threading.Event()
         self.release = threading.Event()
-        real = getattr(pgmod._Tx, method)
+        real = getattr(pg_store._Tx, method)
 
         def paused(tx: Any, *args: Any) -> Any:
             out = real(tx, *args)
@@ -121,7 +124,7 @@ class Pause:
                 self.release.wait(JOIN)
             return out
 
-        monkeypatch.setattr(pgmod._Tx, method, paused)
+        monkeypatch.setattr(pg_store._Tx, method, paused)
 
 
 class Worker(threading.Thread):
@@ -249,16 +252,16 @@ class TestSegmentArchiveRace:
     ) -> None:
         """Broken variant: plain reads of segments let the retarget race break the invariant."""
 
-        class UnlockedTx(pgmod._Tx):
+        class UnlockedTx(pg_tx._Tx):
             def segments(self, ids: Any) -> Any:
                 rows = self._c.execute(
                     "SELECT id, name, state, version, seq FROM cs_segments "
                     "WHERE id = ANY(%s::text[])",
                     (list(ids),),
                 ).fetchall()
-                return {r[0]: pgmod.segment_from_row(r) for r in rows}
+                return {r[0]: pg_tx.segment_from_row(r) for r in rows}
 
-        monkeypatch.setattr(pgmod, "_Tx", UnlockedTx)
+        monkeypatch.setattr(pg_store, "_Tx", UnlockedTx)
         archiver_name, writer_name = names
         archiver, writer = two_registries(open_pg, pg_dsn, archiver_name, writer_name)
         self.setup_campaign(writer, running=True, segments=["t"])
@@ -322,7 +325,7 @@ class TestBulk:
         moved, with history and in the gates' change feed."""
         store = open_pg()
         reg = Registry(store)
-        ids = [f"c{i:05d}" for i in range(pgmod._COPY_THRESHOLD + 5)]
+        ids = [f"c{i:05d}" for i in range(pg_tx._COPY_THRESHOLD + 5)]
         with store.write() as tx:  # one transaction, straight through the store protocol
             first = tx.next_seq(len(ids))
             for k, cid in enumerate(ids):
@@ -421,7 +424,7 @@ class TestSchema:
         """
         gate = threading.Barrier(2)
         seen: dict[str, int] = {}
-        real = pgmod._has_table
+        real = pg_schema._has_table
 
         def has_table(conn: Any, table: str) -> bool:
             out = real(conn, table)
@@ -434,10 +437,10 @@ class TestSchema:
                     gate.wait(JOIN)
             return out
 
-        monkeypatch.setattr(pgmod, "_has_table", has_table)
+        monkeypatch.setattr(pg_schema, "_has_table", has_table)
         if not locked:
-            monkeypatch.setattr(pgmod, "_LOCK_SCHEMA", "SELECT 1")
-            monkeypatch.setattr(pgmod, "_UNLOCK_SCHEMA", "SELECT 1")
+            monkeypatch.setattr(pg_schema, "_LOCK_SCHEMA", "SELECT 1")
+            monkeypatch.setattr(pg_schema, "_UNLOCK_SCHEMA", "SELECT 1")
         workers = [Worker(f"creator-{i}", lambda: PostgresStore(pg_dsn).close()) for i in range(2)]
         for w in workers:
             w.finish()
@@ -745,7 +748,7 @@ class TestUnknownCommit:
 class TestNotify:
     """A reader's wait() wakes on a commit, and survives losing its listener connection."""
 
-    def wakes_on_commit(self, reader: pgmod.PostgresReader, reg: Registry, cid: str) -> bool:
+    def wakes_on_commit(self, reader: pg_reader.PostgresReader, reg: Registry, cid: str) -> bool:
         waiter = Worker("waiter", lambda: reader.wait(JOIN * 2))
         time.sleep(0.2)  # let it start listening (if it is early, the wake is merely late)
         reg.create_campaign(campaign_id=cid, name=cid, channels=["sms"])
@@ -864,11 +867,11 @@ class TestReader:
     ) -> None:
         """Network defaults on a new store; a change is visible to readers as a change."""
         store = open_pg()
-        assert pgmod.DEFAULT_LEASE == store.lease_settings()
+        assert pg_schema.DEFAULT_LEASE == store.lease_settings()
         reader = store.open_reader()
         try:
             token = reader.version_token()
-            new = pgmod.LeaseSettings(lease=2.0, grace=0.05, refresh=0.5)
+            new = pg_schema.LeaseSettings(lease=2.0, grace=0.05, refresh=0.5)
             store.set_lease_settings(new)
             assert token != reader.version_token()
             assert new == reader.changes_since(0).lease == open_pg().lease_settings()

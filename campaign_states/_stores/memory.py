@@ -15,14 +15,22 @@ from types import TracebackType
 
 import attrs
 
-from .._clock import Clock, SystemClock
-from .._fork import reopen_after_fork
-from .._lifecycle import State
-from .._queries import CampaignQuery, HistoryQuery, matches_campaign, matches_history
-from .._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
-from .._rows import gate_row
-from .._store import ChangeBatch, GateRowBatch, LeaseSettings
-from ..exceptions import ConcurrentUpdateError, DuplicateIdError
+from campaign_states._clock import Clock, SystemClock
+from campaign_states._fork import reopen_after_fork
+from campaign_states._lifecycle import State
+from campaign_states._queries import CampaignQuery, HistoryQuery, matches_campaign, matches_history
+from campaign_states._records import (
+    Campaign,
+    Channel,
+    Delivery,
+    Emission,
+    HistoryEntry,
+    Results,
+    Segment,
+)
+from campaign_states._rows import gate_row
+from campaign_states._store import ChangeBatch, GateRowBatch, LeaseSettings
+from campaign_states.exceptions import ConcurrentUpdateError, DuplicateIdError
 
 __all__ = ["MemoryStore"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .._queries import CampaignQuery, HistoryQuery, ascii_lower
+from campaign_states._queries import CampaignQuery, HistoryQuery, ascii_lower
 
 __all__ = ["campaign_where", "history_page", "history_where"]
 

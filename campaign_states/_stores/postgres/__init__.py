@@ -4,6 +4,7 @@ A ruff banned-api rule (TID251) holds that line for everything outside this fold
 folder also owns the seam where every psycopg error becomes a typed `StoreError`.
 """
 
-from .tx import PostgresReader, PostgresStore
+from .reader import PostgresReader
+from .store import PostgresStore
 
 __all__ = ["PostgresReader", "PostgresStore"]

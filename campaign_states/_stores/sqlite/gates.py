@@ -26,13 +26,16 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Final
 
-from ..._clock import Clock
-from ..._gates import RegisteredGate
-from .schema import connect, rollback, translate
-from ..._store import LeaseSettings
+from campaign_states._clock import Clock
+from campaign_states._gates import RegisteredGate
+from campaign_states._store import LeaseSettings
+
+from .errors import rollback, translate
+from .schema import connect
 
 __all__ = ["SQLiteGateTable", "boot_id"]
 
@@ -84,45 +87,41 @@ class SQLiteGateTable:
         except sqlite3.Error as e:
             raise translate(e, self.path) from e
 
-    def _write(self, sql: str, args: Sequence[object]) -> int:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE, as the store's writes: a deferred transaction that reads and then
+        # writes fails at once with SQLITE_BUSY_SNAPSHOT if another gate committed between.
         with self._lock:
             c = self._conn
             try:
                 c.execute("BEGIN IMMEDIATE")
                 try:
-                    n = c.execute(sql, args).rowcount
+                    yield c
                     c.execute("COMMIT")
                 except BaseException:
                     rollback(c)
                     raise
             except sqlite3.Error as e:
                 raise translate(e, self.path) from e
-        return n
+
+    def _write(self, sql: str, args: Sequence[object]) -> int:
+        with self._transaction() as c:
+            return int(c.execute(sql, args).rowcount)
 
     def register(self, *, lease: float, in_flight: int = 0) -> str:
         """Insert a new gate's row (heartbeat now) and prune long-dead rows; commit."""
         gate_id = uuid.uuid4().hex
         now = self._clock.now()
-        with self._lock:
-            c = self._conn
-            try:
-                c.execute("BEGIN IMMEDIATE")
-                try:
-                    c.execute(
-                        "DELETE FROM gates WHERE boot != ? OR heartbeat < ?",
-                        (self._boot, now - PRUNE_AFTER),
-                    )
-                    c.execute(
-                        f"INSERT INTO gates ({_COLS}, boot) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (gate_id, self._host, os.getpid(), time.time(), lease, now, 0,
-                         in_flight, self._boot),
-                    )  # fmt: skip
-                    c.execute("COMMIT")
-                except BaseException:
-                    rollback(c)
-                    raise
-            except sqlite3.Error as e:
-                raise translate(e, self.path) from e
+        with self._transaction() as c:
+            c.execute(
+                "DELETE FROM gates WHERE boot != ? OR heartbeat < ?",
+                (self._boot, now - PRUNE_AFTER),
+            )
+            c.execute(
+                f"INSERT INTO gates ({_COLS}, boot) VALUES (?,?,?,?,?,?,?,?,?)",
+                (gate_id, self._host, os.getpid(), time.time(), lease, now, 0, in_flight,
+                 self._boot),
+            )  # fmt: skip
         return gate_id
 
     def heartbeat(self, gate_id: str, *, lease: float, in_flight: int = 0) -> bool:

@@ -1,44 +1,36 @@
-"""The SQLite store's schema, SQL and error translation (see `_sqlite` for the store)."""
+"""The SQLite store's file: its schema, opening it (creating or checking the schema) and the
+lease settings it holds. Error translation is in `errors`, the write SQL in `tx`."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import sqlite3
 import urllib.parse
 from typing import Final
 
-from ...exceptions import (
-    StoreBusyError,
-    StoreCorruptError,
-    StoreError,
-    StoreFullError,
-    StoreReadOnlyError,
-    StoreUnavailableError,
-)
+from campaign_states._store import LeaseSettings
+from campaign_states.exceptions import ForeignStoreError, StoreNotFoundError
+
+from .errors import rollback
 
 __all__ = [
-    "ALREADY",
     "APPLICATION_ID",
-    "BULK",
     "CAMPAIGN_COLS",
     "CHANGED_CAMPAIGNS",
     "CHANGED_GATE_ROWS",
-    "HISTORY_MANY",
-    "HISTORY_MOVE",
-    "HISTORY_ONE",
-    "MOVE_MANY",
-    "MOVE_ONE",
-    "MOVE_SET",
     "SCHEMA",
     "SCHEMA_VERSION",
-    "UPDATE_ONE",
     "close_connection",
     "connect",
+    "create_or_check",
     "file_identity",
-    "rollback",
-    "translate",
+    "lease_dict",
+    "read_lease",
 ]
+
 
 APPLICATION_ID: Final = 0x43537431  # "CSt1": refuses foreign SQLite files clearly
 SCHEMA_VERSION: Final = 1
@@ -101,49 +93,6 @@ CHANGED_CAMPAIGNS: Final = _changed(CAMPAIGN_COLS)
 CHANGED_GATE_ROWS: Final = _changed(GATE_COLS)
 
 
-def translate(err: sqlite3.Error, path: str) -> StoreError:
-    """Map a sqlite3 error to the typed `StoreError` a caller can act on."""
-    name = getattr(err, "sqlite_errorname", "") or ""
-    text = str(err)
-    if isinstance(err, sqlite3.ProgrammingError) and "closed" in text:
-        return StoreUnavailableError(f"{path}: this store was closed; open it again.")
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
-        return StoreBusyError(
-            f"{path}: another writer held the database past the busy timeout; nothing was "
-            "changed. Retry, or open the store with a longer busy_timeout."
-        )
-    if name == "SQLITE_FULL" or "disk is full" in text:
-        return StoreFullError(
-            f"{path}: the disk (or the process's file size limit) is full; nothing was "
-            "changed. Free space and retry."
-        )
-    if name.startswith("SQLITE_READONLY") or "readonly" in text:
-        return StoreReadOnlyError(
-            f"{path}: the store is read-only (opened with mode=ro, or the file, its directory "
-            "or the mount is not writable); open it writable to change campaigns."
-        )
-    if (
-        name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-        or "not a database" in text
-        or ("malformed" in text)
-    ):
-        return StoreCorruptError(
-            f"{path}: the file is damaged or not a database ({text}); restore it from a backup."
-        )
-    if name in ("SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNCATE"):
-        # SQLite reports a write refused with EFBIG (file size limit) as IOERR_WRITE, and
-        # only a short write as SQLITE_FULL: both mean the data could not be stored.
-        return StoreFullError(
-            f"{path}: the disk refused a write ({text}): it is probably full or over a file "
-            "size limit; nothing was changed. Free space and retry."
-        )
-    if name.startswith("SQLITE_CANTOPEN"):
-        return StoreUnavailableError(
-            f"{path}: cannot open the database file ({text}); check the path and permissions."
-        )
-    return StoreError(f"{path}: {text} ({name or type(err).__name__}); nothing was changed.")
-
-
 def connect(
     path: str, *, readonly: bool, busy_timeout: float, create: bool = True
 ) -> sqlite3.Connection:
@@ -164,55 +113,6 @@ def connect(
         conn.close()
         raise
     return conn
-
-
-# Bulk writes above this size go as one JSON array parameter (one statement) instead of
-# executemany (one statement per row).
-BULK: Final = 32
-
-
-UPDATE_ONE: Final = (
-    "UPDATE campaigns SET name = ?, content = ?, channels = ?, segments = ?, state = ?, "
-    "version = ?, seq = ?, archive_cause = ?, state_changed_at = ? WHERE id = ? AND version = ?"
-)
-MOVE_ONE: Final = (
-    "UPDATE campaigns SET state = ?, archive_cause = ?, state_changed_at = ?, version = ?, "
-    "seq = ? WHERE id = ? AND version = ?"
-)
-# One statement for a whole batch of transitions sharing state, cause and time; the JSON
-# array carries [id, new version, seq]. The version test is the compare-and-set.
-MOVE_MANY: Final = (
-    "UPDATE campaigns SET state = ?, archive_cause = ?, state_changed_at = ?, "
-    "version = j.value ->> 1, seq = j.value ->> 2 FROM json_each(?) AS j "
-    "WHERE campaigns.id = j.value ->> 0 AND campaigns.version = (j.value ->> 1) - 1"
-)
-HISTORY_COLS: Final = "campaign_id, trigger, from_state, to_state, actor, cause, time, seq, version"
-HISTORY_ONE: Final = f"INSERT INTO history ({HISTORY_COLS}) VALUES (?,?,?,?,?,?,?,?,?)"
-# The JSON array carries [campaign id, from state, seq, version]; the rest is shared.
-HISTORY_MANY: Final = (
-    f"INSERT INTO history ({HISTORY_COLS}) SELECT j.value ->> 0, ?, j.value ->> 1, ?, ?, ?, ?, "
-    "j.value ->> 2, j.value ->> 3 FROM json_each(?) AS j"
-)
-
-
-# Set-form moves (`SetWriteTx.move_campaigns`): ?ids is a JSON array of candidate ids,
-# ?sources a JSON array of source states. History first, while the old states are there.
-HISTORY_MOVE: Final = (
-    f"INSERT INTO history ({HISTORY_COLS}) "
-    "SELECT c.id, :trigger, c.state, :dest, :actor, :cause, :wall, :first + j.key, "
-    "c.version + 1 FROM json_each(:ids) AS j JOIN campaigns AS c ON c.id = j.value "
-    "WHERE c.state IN (SELECT value FROM json_each(:sources)) ORDER BY j.key"
-)
-ALREADY: Final = (
-    "SELECT c.id, c.state_changed_at FROM json_each(:ids) AS j JOIN campaigns AS c "
-    "ON c.id = j.value WHERE c.state = :dest AND c.archive_cause IS :archive_cause"
-)
-MOVE_SET: Final = (
-    "UPDATE campaigns SET state = :dest, version = version + 1, seq = :first + j.key, "
-    "archive_cause = :archive_cause, state_changed_at = :now FROM json_each(:ids) AS j "
-    "WHERE campaigns.id = j.value AND campaigns.state IN (SELECT value FROM json_each(:sources)) "
-    f"RETURNING {', '.join('campaigns.' + c.strip() for c in CAMPAIGN_COLS.split(','))}"
-)
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -245,9 +145,77 @@ def close_connection(conn: sqlite3.Connection, path: str, identity: tuple[int, i
     conn.close()
 
 
-def rollback(conn: sqlite3.Connection) -> None:
-    # SQLite may have rolled back already (disk full, I/O error); a failing ROLLBACK must
-    # not hide the error that caused it.
-    with contextlib.suppress(sqlite3.Error):  # a closed connection raises here too
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+def create_or_check(
+    c: sqlite3.Connection,
+    path: str,
+    *,
+    readonly: bool,
+    create: bool,
+    lease: LeaseSettings | None,
+) -> None:
+    """Create the schema in a new (empty) file, else check the file is a store this release
+    reads; then set the connection's journal mode and durability."""
+    (app_id,) = c.execute("PRAGMA application_id").fetchone()
+    if app_id == 0 and not create:
+        (tables,) = c.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if tables == 0:
+            raise StoreNotFoundError(path, " (the file is empty)")
+    if app_id == 0 and not readonly:
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: several processes may open a new file at once.
+            (app_id,) = c.execute("PRAGMA application_id").fetchone()
+            (tables,) = c.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if app_id == 0 and tables == 0:
+                # application_id and user_version live in the file header, written in
+                # this same transaction: a store is either complete or absent.
+                for stmt in SCHEMA.split(";\n"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES ('lease', ?)",
+                    (json.dumps(lease_dict(lease or LeaseSettings())),),
+                )
+                app_id = APPLICATION_ID
+            c.execute("COMMIT")
+        except BaseException:
+            rollback(c)
+            raise
+    if app_id != APPLICATION_ID:
+        raise ForeignStoreError(
+            f"{path} is an SQLite database, but not a campaign-states store "
+            f"(application_id {app_id:#x}); nothing was changed in it. Point the URL at "
+            "another file."
+        )
+    (version,) = c.execute("PRAGMA user_version").fetchone()
+    if version != SCHEMA_VERSION:
+        raise ForeignStoreError(
+            f"{path} has schema version {version}, but this release reads version "
+            f"{SCHEMA_VERSION}: "
+            + ("upgrade campaign-states." if version > SCHEMA_VERSION else "migrate it.")
+        )
+    if not readonly:
+        c.execute("PRAGMA journal_mode = WAL")
+    c.execute("PRAGMA synchronous = FULL")
+
+
+@functools.lru_cache(maxsize=8)
+def _lease_from_text(text: str) -> LeaseSettings:
+    return LeaseSettings.stored(**json.loads(text))
+
+
+def read_lease(conn: sqlite3.Connection) -> LeaseSettings:
+    """The lease settings the store holds (the defaults if none are stored)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'lease'").fetchone()
+    return _lease_from_text(row[0]) if row else LeaseSettings()
+
+
+def lease_dict(s: LeaseSettings) -> dict[str, float]:
+    """The settings as stored (JSON in ``meta``)."""
+    return {
+        "lease": s.lease,
+        "grace": s.grace,
+        "refresh": s.refresh,
+        "clock_margin": s.clock_margin,
+        "previous_wait": s.previous_wait,
+    }

@@ -9,362 +9,46 @@ counters with ``NORMAL`` (durable across a crash of the process).
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from types import TracebackType
-from typing import Any, TypeVar
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from ..._clock import Clock, SystemClock
-from ..._fork import abandon, reopen_after_fork
-from ..._lifecycle import State
-from ..._queries import CampaignQuery, HistoryQuery
-from ..query_sql import campaign_where, history_page
-from ..._records import Campaign, Delivery, HistoryEntry, Results, Segment
-from ..._rows import (
-    GateRow,
+from campaign_states._clock import Clock, SystemClock
+from campaign_states._fork import abandon, reopen_after_fork
+from campaign_states._lifecycle import State
+from campaign_states._queries import CampaignQuery, HistoryQuery
+from campaign_states._records import Campaign, Delivery, HistoryEntry, Results, Segment
+from campaign_states._rows import (
     campaign_from_row,
     history_from_rows,
-    join_ids,
     results_from_rows,
     segment_from_row,
 )
+from campaign_states._store import LeaseSettings
+from campaign_states._stores.query_sql import campaign_where, history_page
+from campaign_states._validation import check_positive_seconds
+from campaign_states.exceptions import InvalidSettingsError, StoreNotFoundError, StoreReplacedError
+
+from .errors import rollback, translate
 from .gates import SQLiteGateTable
+from .reader import SQLiteReader
 from .schema import (
-    ALREADY,
-    APPLICATION_ID,
-    BULK,
     CAMPAIGN_COLS,
-    CHANGED_CAMPAIGNS,
-    CHANGED_GATE_ROWS,
-    HISTORY_MANY,
-    HISTORY_MOVE,
-    HISTORY_ONE,
-    MOVE_MANY,
-    MOVE_ONE,
-    MOVE_SET,
-    SCHEMA,
-    SCHEMA_VERSION,
-    UPDATE_ONE,
     close_connection,
     connect,
+    create_or_check,
     file_identity,
-    rollback,
-    translate,
+    lease_dict,
+    read_lease,
 )
-from ..._store import ChangeBatch, GateRowBatch, LeaseSettings
-from ..._validation import check_positive_seconds
-from ...exceptions import (
-    ConcurrentUpdateError,
-    DuplicateIdError,
-    ForeignStoreError,
-    InvalidSettingsError,
-    StoreNotFoundError,
-    StoreReplacedError,
-)
+from .tx import Write
 
-__all__ = ["SQLiteStore"]
-
-log = logging.getLogger("campaign_states")
-
-_T = TypeVar("_T")
-
-
-class _Tx:
-    """One ``BEGIN IMMEDIATE`` transaction: reads here hold the database write lock."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._c = conn
-        # The rows this transaction read or wrote: an update that changes only lifecycle
-        # fields of a campaign read here (the common case) writes only those columns.
-        self._seen: dict[str, Campaign] = {}
-
-    def _remember(self, rows: Iterable[Sequence[Any]]) -> list[Campaign]:
-        out = [campaign_from_row(r) for r in rows]
-        self._seen.update((c.id, c) for c in out)
-        return out
-
-    def campaigns(self, ids: Collection[str]) -> dict[str, Campaign]:
-        if not ids:
-            return {}
-        if len(ids) == 1:
-            rows = self._c.execute(
-                f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE id = ?", (next(iter(ids)),)
-            )
-        else:
-            # One JSON array parameter instead of thousands of placeholders.
-            rows = self._c.execute(
-                f"SELECT {CAMPAIGN_COLS} FROM campaigns "
-                "WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(ids)),),
-            )
-        return {c.id: c for c in self._remember(rows)}
-
-    def campaigns_targeting(self, segment_id: str) -> list[Campaign]:
-        rows = self._c.execute(
-            f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE id IN "
-            "(SELECT campaign_id FROM campaign_segments WHERE segment_id = ?) ORDER BY id",
-            (segment_id,),
-        )
-        return self._remember(rows)
-
-    def segments(self, ids: Collection[str]) -> dict[str, Segment]:
-        if not ids:
-            return {}
-        rows = self._c.execute(
-            "SELECT id, name, state, version, seq FROM segments "
-            "WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(ids)),),
-        )
-        return {s.id: s for s in map(segment_from_row, rows)}
-
-    def next_seq(self, count: int) -> int:
-        (last,) = self._c.execute(
-            "UPDATE meta SET value = value + ? WHERE key = 'seq' RETURNING value", (count,)
-        ).fetchone()
-        return int(last) - count + 1
-
-    def insert_campaign(self, campaign: Campaign, segments: Collection[str]) -> None:
-        c = campaign
-        try:
-            self._c.execute(
-                f"INSERT INTO campaigns ({CAMPAIGN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    c.id, c.name, c.content, join_ids(ch.value for ch in c.channels),
-                    join_ids(c.segments), c.state.value, c.version, c.seq, c.archive_cause,
-                    c.state_changed_at, c.created_at,
-                ),
-            )  # fmt: skip
-        except sqlite3.IntegrityError as e:
-            raise DuplicateIdError(f"Campaign {c.id!r} already exists.") from e
-        self._c.executemany(
-            "INSERT INTO campaign_segments (segment_id, campaign_id) VALUES (?, ?)",
-            [(s, c.id) for s in segments],
-        )
-        self._seen[c.id] = c
-
-    def insert_segment(self, segment: Segment) -> None:
-        s = segment
-        try:
-            self._c.execute(
-                "INSERT INTO segments (id, name, state, version, seq) VALUES (?,?,?,?,?)",
-                (s.id, s.name, s.state.value, s.version, s.seq),
-            )
-        except sqlite3.IntegrityError as e:
-            raise DuplicateIdError(f"Segment {s.id!r} already exists.") from e
-
-    def update_campaigns(self, campaigns: Sequence[Campaign]) -> None:
-        seen = self._seen
-        moves: dict[tuple[State, str | None, float], list[Campaign]] = {}
-        for c in campaigns:
-            old = seen.get(c.id)
-            if (
-                old is not None
-                and old.name is c.name
-                and old.content is c.content
-                and old.channels is c.channels
-                and old.segments is c.segments
-            ):
-                moves.setdefault((c.state, c.archive_cause, c.state_changed_at), []).append(c)
-            else:
-                self._update_full(c, old)
-            seen[c.id] = c
-        for (state, cause, at), batch in moves.items():
-            if len(batch) < BULK:
-                done = self._c.executemany(
-                    MOVE_ONE,
-                    [
-                        (state.value, cause, at, c.version, c.seq, c.id, c.version - 1)
-                        for c in batch
-                    ],
-                ).rowcount
-            else:
-                payload = json.dumps([[c.id, c.version, c.seq] for c in batch])
-                done = self._c.execute(MOVE_MANY, (state.value, cause, at, payload)).rowcount
-            if done != len(batch):
-                raise ConcurrentUpdateError("A campaign changed under this write.")
-
-    def _update_full(self, c: Campaign, old: Campaign | None) -> None:
-        cur = self._c.execute(
-            UPDATE_ONE,
-            (
-                c.name, c.content, join_ids(ch.value for ch in c.channels), join_ids(c.segments),
-                c.state.value, c.version, c.seq, c.archive_cause, c.state_changed_at, c.id,
-                c.version - 1,
-            ),
-        )  # fmt: skip
-        if cur.rowcount != 1:
-            raise ConcurrentUpdateError(f"Campaign {c.id!r} changed under this write.")
-        if old is None or old.segments != c.segments:
-            self._c.execute("DELETE FROM campaign_segments WHERE campaign_id = ?", (c.id,))
-            self._c.executemany(
-                "INSERT INTO campaign_segments (segment_id, campaign_id) VALUES (?, ?)",
-                [(s, c.id) for s in c.segments],
-            )
-
-    def update_segment(self, segment: Segment) -> None:
-        s = segment
-        cur = self._c.execute(
-            "UPDATE segments SET name = ?, state = ?, version = ?, seq = ? "
-            "WHERE id = ? AND version = ?",
-            (s.name, s.state.value, s.version, s.seq, s.id, s.version - 1),
-        )
-        if cur.rowcount != 1:
-            raise ConcurrentUpdateError(f"Segment {s.id!r} changed under this write.")
-
-    def append_history(self, entries: Sequence[HistoryEntry]) -> None:
-        groups: dict[tuple[str, State, str | None, str | None, float], list[HistoryEntry]] = {}
-        for e in entries:
-            groups.setdefault((e.trigger, e.to_state, e.actor, e.cause, e.time), []).append(e)
-        for (trigger, to, actor, cause, at), batch in groups.items():
-            if len(batch) < BULK:
-                self._c.executemany(
-                    HISTORY_ONE,
-                    [
-                        (e.campaign_id, trigger, e.from_state.value if e.from_state else None,
-                         to.value, actor, cause, at, e.seq, e.version)
-                        for e in batch
-                    ],
-                )  # fmt: skip
-            else:
-                payload = json.dumps(
-                    [
-                        [e.campaign_id, e.from_state.value if e.from_state else None, e.seq,
-                         e.version]
-                        for e in batch
-                    ]
-                )  # fmt: skip
-                self._c.execute(HISTORY_MANY, (trigger, to.value, actor, cause, at, payload))
-
-    def lease_settings(self) -> LeaseSettings:
-        return _read_lease(self._c)
-
-    def move_campaigns(
-        self,
-        ids: Sequence[str] | None,
-        segment: str | None,
-        sources: Collection[State],
-        dest: State,
-        *,
-        trigger: str,
-        actor: str | None,
-        cause: str | None,
-        archive_cause: str | None,
-        now: float,
-        wall: float,
-    ) -> tuple[list[Campaign], dict[str, float]]:
-        if ids is None:
-            ids = [
-                r[0]
-                for r in self._c.execute(
-                    "SELECT campaign_id FROM campaign_segments WHERE segment_id = ? "
-                    "ORDER BY campaign_id",
-                    (segment,),
-                )
-            ]
-        if not ids:
-            return [], {}
-        first = self.next_seq(len(ids))
-        args = {
-            "trigger": trigger, "dest": dest._value_, "actor": actor, "cause": cause,
-            "wall": wall, "first": first, "ids": json.dumps(list(ids)),
-            "sources": json.dumps([s._value_ for s in sources]),
-            "archive_cause": archive_cause, "now": now,
-        }  # fmt: skip
-        already = dict(self._c.execute(ALREADY, args).fetchall())
-        self._c.execute(HISTORY_MOVE, args)
-        moved = self._remember(self._c.execute(MOVE_SET, args).fetchall())
-        moved.sort(key=_by_seq)
-        return moved, already
-
-
-def _by_seq(c: Campaign) -> int:
-    return c.seq
-
-
-def _list_filter(
-    state: State | None, segment: str | None, after: str | None
-) -> tuple[str, list[object]]:
-    where: list[str] = ["1"]
-    args: list[object] = []
-    if state is not None:
-        where.append("state = ?")
-        args.append(state.value)
-    if segment is not None:
-        where.append("id IN (SELECT campaign_id FROM campaign_segments WHERE segment_id = ?)")
-        args.append(segment)
-    if after is not None:
-        where.append("id > ?")
-        args.append(after)
-    return " AND ".join(where), args
-
-
-@functools.lru_cache(maxsize=8)
-def _lease_from_text(text: str) -> LeaseSettings:
-    return LeaseSettings.stored(**json.loads(text))
-
-
-def _read_lease(conn: sqlite3.Connection) -> LeaseSettings:
-    row = conn.execute("SELECT value FROM meta WHERE key = 'lease'").fetchone()
-    return _lease_from_text(row[0]) if row else LeaseSettings()
-
-
-class _Write(AbstractContextManager[_Tx]):
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error, translated."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: SQLiteStore) -> None:
-        self._store = store
-
-    def __enter__(self) -> _Tx:
-        store = self._store
-        # The store's lock first: one connection, one transaction at a time per process;
-        # then BEGIN IMMEDIATE takes the database write lock (waiting up to busy_timeout)
-        # so that what this transaction reads cannot change before it writes.
-        store._lock.acquire()
-        try:
-            store._conn.execute("BEGIN IMMEDIATE")
-            # After BEGIN: a file replaced while this waited for the write lock is caught
-            # too. (A replacement between here and COMMIT is not: a rename is not locked.)
-            store.check_file()
-        except sqlite3.Error as e:
-            rollback(store._conn)
-            store._lock.release()
-            raise translate(e, store.path) from e
-        except BaseException:
-            rollback(store._conn)
-            store._lock.release()
-            raise
-        return _Tx(store._conn)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        store = self._store
-        conn = store._conn
-        try:
-            if exc_type is None:
-                try:
-                    conn.execute("COMMIT")
-                except sqlite3.Error as e:
-                    rollback(conn)
-                    raise translate(e, store.path) from e
-            else:
-                rollback(conn)
-                if isinstance(exc, sqlite3.Error):
-                    raise translate(exc, store.path) from exc
-        finally:
-            store._lock.release()
+__all__ = ["SQLiteReader", "SQLiteStore"]
 
 
 class SQLiteStore:
@@ -426,7 +110,7 @@ class SQLiteStore:
                 raise StoreNotFoundError(self.path) from e
             raise translate(e, self.path) from e
         try:
-            self._open(lease)
+            create_or_check(self._conn, self.path, readonly=readonly, create=create, lease=lease)
             # The file the connection opened (SQLite opens it in connect and has read its
             # header by now). A rename in the microseconds between would make the first
             # write refuse, never write to the wrong file.
@@ -475,51 +159,6 @@ class SQLiteStore:
                 raise translate(e, self.path) from e
             return self._connection
 
-    def _open(self, lease: LeaseSettings | None) -> None:
-        c = self._conn
-        (app_id,) = c.execute("PRAGMA application_id").fetchone()
-        if app_id == 0 and not self._create:
-            (tables,) = c.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            if tables == 0:
-                raise StoreNotFoundError(self.path, " (the file is empty)")
-        if app_id == 0 and not self.readonly:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-read under the write lock: several processes may open a new file at once.
-                (app_id,) = c.execute("PRAGMA application_id").fetchone()
-                (tables,) = c.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                if app_id == 0 and tables == 0:
-                    # application_id and user_version live in the file header, written in
-                    # this same transaction: a store is either complete or absent.
-                    for stmt in SCHEMA.split(";\n"):
-                        if stmt.strip():
-                            c.execute(stmt)
-                    c.execute(
-                        "INSERT INTO meta (key, value) VALUES ('lease', ?)",
-                        (json.dumps(_lease_dict(lease or LeaseSettings())),),
-                    )
-                    app_id = APPLICATION_ID
-                c.execute("COMMIT")
-            except BaseException:
-                rollback(c)
-                raise
-        if app_id != APPLICATION_ID:
-            raise ForeignStoreError(
-                f"{self.path} is an SQLite database, but not a campaign-states store "
-                f"(application_id {app_id:#x}); nothing was changed in it. Point the URL at "
-                "another file."
-            )
-        (version,) = c.execute("PRAGMA user_version").fetchone()
-        if version != SCHEMA_VERSION:
-            raise ForeignStoreError(
-                f"{self.path} has schema version {version}, but this release reads version "
-                f"{SCHEMA_VERSION}: "
-                + ("upgrade campaign-states." if version > SCHEMA_VERSION else "migrate it.")
-            )
-        if not self.readonly:
-            c.execute("PRAGMA journal_mode = WAL")
-        c.execute("PRAGMA synchronous = FULL")
-
     @contextmanager
     def _guard(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -534,9 +173,9 @@ class SQLiteStore:
         if now != self._identity:
             raise StoreReplacedError(self.path, deleted=now is None)
 
-    def write(self) -> _Write:
+    def write(self) -> Write:
         """A durable write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
-        return _Write(self)
+        return Write(self)
 
     def get_campaign(self, campaign_id: str) -> Campaign | None:
         """One campaign, or None."""
@@ -632,7 +271,7 @@ class SQLiteStore:
     def lease_settings(self) -> LeaseSettings:
         """The store's persisted lease settings."""
         with self._guard() as c:
-            return _read_lease(c)
+            return read_lease(c)
 
     def set_lease_settings(self, settings: LeaseSettings) -> None:
         """Persist new lease settings (bumps the change sequence, so gates re-read them)."""
@@ -640,7 +279,7 @@ class SQLiteStore:
             tx.next_seq(1)
             self._conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'lease'",
-                (json.dumps(_lease_dict(settings)),),
+                (json.dumps(lease_dict(settings)),),
             )
 
     def open_reader(self) -> SQLiteReader:
@@ -711,112 +350,18 @@ class SQLiteStore:
         return {cid: results_from_rows(cid, r) for cid, r in rows.items()}
 
 
-class SQLiteReader:
-    """A gate's own connection: ``PRAGMA data_version`` to notice commits, then a delta read.
-
-    ``data_version`` changes when another connection commits, and this one never writes.
-    It opens an existing store only (a reader must never create an empty one where a
-    deleted file was), and `version_token` first checks that the path still names the file
-    it opened: a gate must not renew its lease from a file replaced by a backup.
-    """
-
-    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
-        self.path = path
-        try:
-            self._conn = connect(path, readonly=False, busy_timeout=busy_timeout, create=False)
-        except sqlite3.Error as e:
-            if file_identity(path) is None:
-                raise StoreNotFoundError(path) from e
-            raise translate(e, path) from e
-        try:
-            (app_id,) = self._conn.execute("PRAGMA application_id").fetchone()
-            self._identity = file_identity(path)
-        except sqlite3.Error as e:
-            self._conn.close()
-            raise translate(e, path) from e
-        if app_id != APPLICATION_ID:
-            self._conn.close()
-            raise ForeignStoreError(
-                f"{path} is not a campaign-states store (application_id {app_id:#x}): a gate "
-                "cannot read it. Restore the store's file at that path."
-            )
-        self._lock = threading.Lock()
-
-    def check_file(self) -> None:
-        """Raise `StoreReplacedError` unless the path still names the file opened."""
-        now = file_identity(self.path)
-        if now != self._identity:
-            raise StoreReplacedError(self.path, deleted=now is None)
-
-    def version_token(self) -> object:
-        """Changes whenever any other connection commits.
-
-        Raises:
-            StoreReplacedError: The path names another file now, or none.
-        """
-        self.check_file()
-        with self._lock:
-            try:
-                return self._conn.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error as e:
-                raise translate(e, self.path) from e
-
-    def changes_since(self, seq: int) -> ChangeBatch:
-        """Everything changed after ``seq``, in one read transaction (one WAL snapshot)."""
-        now_seq, campaigns, segments, lease = self._read(seq, CHANGED_CAMPAIGNS, _campaigns)
-        return ChangeBatch(seq=now_seq, campaigns=campaigns, segments=segments, lease=lease)
-
-    def gate_rows_since(self, seq: int) -> GateRowBatch:
-        """Everything changed after ``seq`` as `GateRow` tuples, in one read transaction."""
-        now_seq, rows, segments, lease = self._read(seq, CHANGED_GATE_ROWS, _gate_rows)
-        return GateRowBatch(seq=now_seq, rows=rows, segments=segments, lease=lease)
-
-    def _read(
-        self, seq: int, sql: tuple[str, str], convert: Callable[[sqlite3.Cursor], list[_T]]
-    ) -> tuple[int, list[_T], list[Segment], LeaseSettings]:
-        # One read transaction: the sequence, the rows, the segments and the lease all come
-        # from one WAL snapshot, so the batch brings the reader exactly up to `now_seq`.
-        with self._lock:
-            c = self._conn
-            try:
-                c.execute("BEGIN")
-                try:
-                    (now_seq,) = c.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
-                    rows = convert(c.execute(sql[0] if seq <= 0 else sql[1], (seq,)))
-                    segments = [
-                        segment_from_row(r)
-                        for r in c.execute(
-                            "SELECT id, name, state, version, seq FROM segments WHERE seq > ?",
-                            (seq,),
-                        )
-                    ]
-                    lease = _read_lease(c)
-                finally:
-                    c.execute("COMMIT")
-            except sqlite3.Error as e:
-                raise translate(e, self.path) from e
-        return int(now_seq), rows, segments, lease
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            close_connection(self._conn, self.path, self._identity)
-
-
-def _campaigns(rows: sqlite3.Cursor) -> list[Campaign]:
-    return [campaign_from_row(r) for r in rows]
-
-
-def _gate_rows(rows: sqlite3.Cursor) -> list[GateRow]:
-    # The rows as sqlite3 builds them, in C: exactly the `GateRow` columns and types.
-    return rows.fetchall()
-
-
-def _lease_dict(s: LeaseSettings) -> dict[str, float]:
-    return {
-        "lease": s.lease,
-        "grace": s.grace,
-        "refresh": s.refresh,
-        "clock_margin": s.clock_margin,
-        "previous_wait": s.previous_wait,
-    }
+def _list_filter(
+    state: State | None, segment: str | None, after: str | None
+) -> tuple[str, list[object]]:
+    where: list[str] = ["1"]
+    args: list[object] = []
+    if state is not None:
+        where.append("state = ?")
+        args.append(state.value)
+    if segment is not None:
+        where.append("id IN (SELECT campaign_id FROM campaign_segments WHERE segment_id = ?)")
+        args.append(segment)
+    if after is not None:
+        where.append("id > ?")
+        args.append(after)
+    return " AND ".join(where), args
