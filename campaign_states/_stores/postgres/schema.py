@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 
 from campaign_states._secrets import mask_secrets
 from campaign_states._store import LeaseSettings
+from campaign_states._stores.query_sql import CAMPAIGN_COLS, SEGMENT_COLS
 from campaign_states.exceptions import (
     ForeignStoreError,
     InvalidSettingsError,
@@ -88,11 +89,6 @@ CREATE TABLE cs_results (
 INSERT INTO cs_counter (seq) VALUES (0)
 """
 
-CAMPAIGN_COLS: Final = (
-    "id, name, content, channels, segments, state, version, seq, archive_cause, "
-    "state_changed_at, created_at"
-)
-SEGMENT_COLS: Final = "id, name, state, version, seq"
 GATE_COLS: Final = "id, state, channels, segments, version, archive_cause"  # a `GateRow`
 # Advisory lock keys: one namespace per schema, so stores in other schemas never wait.
 _SCHEMA_LOCK: Final = "hashtextextended('campaign-states:schema:' || current_schema(), 0)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -13,18 +13,13 @@ from psycopg.conninfo import conninfo_to_dict
 
 from campaign_states._clock import Clock, SystemClock
 from campaign_states._fork import abandon, reopen_after_fork
-from campaign_states._lifecycle import State
-from campaign_states._queries import CampaignQuery, HistoryQuery
-from campaign_states._records import Campaign, Delivery, HistoryEntry, Results, Segment
+from campaign_states._records import Delivery, Results
 from campaign_states._rows import (
-    campaign_from_row,
-    history_from_rows,
     results_from_rows,
-    segment_from_row,
 )
 from campaign_states._secrets import mask_secrets
 from campaign_states._store import LeaseSettings
-from campaign_states._stores.query_sql import campaign_where, history_page
+from campaign_states._stores.query_sql import Dialect, SQLReads
 from campaign_states.exceptions import (
     CommitUnknownError,
     InvalidSettingsError,
@@ -34,9 +29,7 @@ from .errors import rollback, translate
 from .gates import PostgresGateTable
 from .reader import PostgresReader
 from .schema import (
-    CAMPAIGN_COLS,
     DEFAULT_LEASE,
-    SEGMENT_COLS,
     bad_url,
     create_schema_on,
     describe,
@@ -53,24 +46,7 @@ _UPPER: Final = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
 _LOWER: Final = "'abcdefghijklmnopqrstuvwxyz'"
 
 
-def _list_filter(
-    state: State | None, segment: str | None, after: str | None
-) -> tuple[str, list[object]]:
-    where: list[str] = ["true"]
-    args: list[object] = []
-    if state is not None:
-        where.append("state = %s")
-        args.append(state.value)
-    if segment is not None:
-        where.append("id IN (SELECT campaign_id FROM cs_campaign_segments WHERE segment_id = %s)")
-        args.append(segment)
-    if after is not None:
-        where.append("id > %s")
-        args.append(after)
-    return " AND ".join(where), args
-
-
-class PostgresStore:
+class PostgresStore(SQLReads):
     """A store in a PostgreSQL database (``postgresql://user@host:port/db``).
 
     The tables (prefixed ``cs_``) live in the first schema of the connection's
@@ -92,6 +68,11 @@ class PostgresStore:
         url: The URL, password masked (``***``): safe to log, not to reconnect with.
     """
 
+    # translate() lowers A-Z only, as `ascii_lower` does (lower() folds all of Unicode).
+    _dialect = Dialect(
+        ph="%s", prefix="cs_", history_order="seq",
+        contains=lambda col: f"strpos(translate({col}, {_UPPER}, {_LOWER}), %s) > 0",
+    )  # fmt: skip
     needs_commit_wait = True
     # Writers on several hosts: their clocks are not comparable (see settle()).
     clock_is_shared = False
@@ -254,75 +235,9 @@ class PostgresStore:
             rollback(conn)
             raise translate(e, self._where) from e
 
-    def get_campaign(self, campaign_id: str) -> Campaign | None:
-        """One campaign, or None."""
+    def _fetch(self, sql: str, args: Sequence[object]) -> list[Any]:
         with self._conn() as c:
-            row = c.execute(
-                f"SELECT {CAMPAIGN_COLS} FROM cs_campaigns WHERE id = %s", (campaign_id,)
-            ).fetchone()
-        return campaign_from_row(row) if row else None
-
-    def get_segment(self, segment_id: str) -> Segment | None:
-        """One segment, or None."""
-        with self._conn() as c:
-            row = c.execute(
-                f"SELECT {SEGMENT_COLS} FROM cs_segments WHERE id = %s", (segment_id,)
-            ).fetchone()
-        return segment_from_row(row) if row else None
-
-    def list_campaigns(
-        self,
-        state: State | None,
-        segment: str | None,
-        *,
-        limit: int | None = None,
-        after: str | None = None,
-    ) -> list[Campaign]:
-        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``.
-
-        The order is the database's collation of ``id`` (byte order under C or C.UTF-8).
-        """
-        where, args = _list_filter(state, segment, after)
-        # The primary key's index gives id order and the start at `after` (keyset paging).
-        sql = f"SELECT {CAMPAIGN_COLS} FROM cs_campaigns WHERE {where} ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT %s"
-            args.append(limit)
-        with self._conn() as c:
-            return [campaign_from_row(r) for r in c.execute(sql, args)]
-
-    def count_campaigns(
-        self, state: State | None, segment: str | None, *, after: str | None = None
-    ) -> int:
-        """How many campaigns `list_campaigns` would return with no limit."""
-        where, args = _list_filter(state, segment, after)
-        with self._conn() as c:
-            row = c.execute(f"SELECT count(*) FROM cs_campaigns WHERE {where}", args).fetchone()
-        return int(row[0]) if row else 0
-
-    def list_segments(self) -> list[Segment]:
-        """Every segment, ordered by id."""
-        with self._conn() as c:
-            rows = c.execute(f"SELECT {SEGMENT_COLS} FROM cs_segments ORDER BY id").fetchall()
-        return [segment_from_row(r) for r in rows]
-
-    def history(self, campaign_id: str) -> list[HistoryEntry]:
-        """A campaign's history, oldest first."""
-        with self._conn() as c:
-            rows = c.execute(
-                "SELECT campaign_id, trigger, from_state, to_state, actor, cause, time, seq, "
-                "version FROM cs_history WHERE campaign_id = %s ORDER BY seq",
-                (campaign_id,),
-            ).fetchall()
-        return history_from_rows(rows)
-
-    def results(self, campaign_id: str) -> Results:
-        """A campaign's results."""
-        with self._conn() as c:
-            rows = c.execute(
-                "SELECT channel, kind, count FROM cs_results WHERE campaign_id = %s", (campaign_id,)
-            ).fetchall()
-        return results_from_rows(campaign_id, rows)
+            return c.execute(sql, args).fetchall()
 
     def add_results(self, deliveries: Iterable[Delivery]) -> None:
         """Add delivery counts in one transaction (counters: no synchronous commit needed)."""
@@ -377,28 +292,6 @@ class PostgresStore:
     def open_reader(self) -> PostgresReader:
         """A dedicated reader with its own connections, for a gate's refresher."""
         return PostgresReader(self._url, self._connect_kwargs, self._where)
-
-    # -- paged reads for operator screens (see `_queries`) -----------------------------
-
-    def find_campaigns(self, query: CampaignQuery) -> list[Campaign]:
-        """One page of the campaigns ``query`` selects, ordered by id (the primary key)."""
-        # translate() lowers A-Z only, as `ascii_lower` does (lower() folds all of Unicode).
-        where, args = campaign_where(
-            query,
-            "%s",
-            lambda col: f"strpos(translate({col}, {_UPPER}, {_LOWER}), %s) > 0",
-            "cs_campaign_segments",
-        )
-        sql = f"SELECT {CAMPAIGN_COLS} FROM cs_campaigns WHERE {where} ORDER BY id LIMIT %s"
-        with self._conn() as c:
-            return [campaign_from_row(r) for r in c.execute(sql, [*args, query.limit])]
-
-    def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
-        """One page of history entries across campaigns, ordered by seq as asked."""
-        sql, args = history_page(query, "cs_history", "%s")
-        with self._conn() as c:
-            rows = c.execute(sql, args).fetchall()
-        return history_from_rows(rows)
 
     def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
         """Results of each of ``campaign_ids``, in one query."""

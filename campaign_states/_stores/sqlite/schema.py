@@ -12,6 +12,7 @@ import urllib.parse
 from typing import Final
 
 from campaign_states._store import LeaseSettings
+from campaign_states._stores.query_sql import CAMPAIGN_COLS
 from campaign_states.exceptions import ForeignStoreError, StoreNotFoundError
 
 from .errors import rollback
@@ -70,11 +71,6 @@ INSERT INTO meta (key, value) VALUES ('seq', 0);
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-
-CAMPAIGN_COLS = (
-    "id, name, content, channels, segments, state, version, seq, archive_cause, "
-    "state_changed_at, created_at"
-)
 
 GATE_COLS: Final = "id, state, channels, segments, version, archive_cause"
 

@@ -14,23 +14,18 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from campaign_states._clock import Clock, SystemClock
 from campaign_states._fork import abandon, reopen_after_fork
-from campaign_states._lifecycle import State
-from campaign_states._queries import CampaignQuery, HistoryQuery
-from campaign_states._records import Campaign, Delivery, HistoryEntry, Results, Segment
+from campaign_states._records import Delivery, Results
 from campaign_states._rows import (
-    campaign_from_row,
-    history_from_rows,
     results_from_rows,
-    segment_from_row,
 )
 from campaign_states._store import LeaseSettings
-from campaign_states._stores.query_sql import campaign_where, history_page
+from campaign_states._stores.query_sql import Dialect, SQLReads
 from campaign_states._validation import check_positive_seconds
 from campaign_states.exceptions import InvalidSettingsError, StoreNotFoundError, StoreReplacedError
 
@@ -38,7 +33,6 @@ from .errors import rollback, translate
 from .gates import SQLiteGateTable
 from .reader import SQLiteReader
 from .schema import (
-    CAMPAIGN_COLS,
     close_connection,
     connect,
     create_or_check,
@@ -51,7 +45,7 @@ from .tx import Write
 __all__ = ["SQLiteReader", "SQLiteStore"]
 
 
-class SQLiteStore:
+class SQLiteStore(SQLReads):
     """A store in one SQLite file (``sqlite:///relative.db`` or ``sqlite:////abs/path.db``).
 
     Args:
@@ -68,6 +62,9 @@ class SQLiteStore:
     a backup is moved over it, or it is deleted, writes raise `StoreReplacedError`.
     """
 
+    # SQLite's lower() lowers A-Z only (without ICU), as `ascii_lower` does.
+    _dialect = Dialect(ph="?", prefix="", contains=lambda col: f"instr(lower({col}), ?) > 0",
+                       history_order="id")  # fmt: skip
     needs_commit_wait = True
     # One file, one host: every process reads the host's CLOCK_BOOTTIME.
     clock_is_shared = True
@@ -167,6 +164,10 @@ class SQLiteStore:
             except sqlite3.Error as e:
                 raise translate(e, self.path) from e
 
+    def _fetch(self, sql: str, args: Sequence[object]) -> list[Any]:
+        with self._guard() as c:
+            return c.execute(sql, args).fetchall()
+
     def check_file(self) -> None:
         """Raise `StoreReplacedError` unless the path still names the file opened."""
         now = file_identity(self.path)
@@ -176,74 +177,6 @@ class SQLiteStore:
     def write(self) -> Write:
         """A durable write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
         return Write(self)
-
-    def get_campaign(self, campaign_id: str) -> Campaign | None:
-        """One campaign, or None."""
-        with self._guard() as c:
-            row = c.execute(
-                f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE id = ?", (campaign_id,)
-            ).fetchone()
-        return campaign_from_row(row) if row else None
-
-    def get_segment(self, segment_id: str) -> Segment | None:
-        """One segment, or None."""
-        with self._guard() as c:
-            row = c.execute(
-                "SELECT id, name, state, version, seq FROM segments WHERE id = ?", (segment_id,)
-            ).fetchone()
-        return segment_from_row(row) if row else None
-
-    def list_campaigns(
-        self,
-        state: State | None,
-        segment: str | None,
-        *,
-        limit: int | None = None,
-        after: str | None = None,
-    ) -> list[Campaign]:
-        """Campaigns, optionally filtered, ordered by id: at most ``limit``, ids > ``after``."""
-        where, args = _list_filter(state, segment, after)
-        # The primary key's index gives id order and the start at `after`: a page reads
-        # `limit` rows (more only when a filter skips some), wherever it starts.
-        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE {where} ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        with self._guard() as c:
-            return [campaign_from_row(r) for r in c.execute(sql, args)]
-
-    def count_campaigns(
-        self, state: State | None, segment: str | None, *, after: str | None = None
-    ) -> int:
-        """How many campaigns `list_campaigns` would return with no limit."""
-        where, args = _list_filter(state, segment, after)
-        with self._guard() as c:
-            (n,) = c.execute(f"SELECT count(*) FROM campaigns WHERE {where}", args).fetchone()
-        return int(n)
-
-    def list_segments(self) -> list[Segment]:
-        """Every segment, ordered by id."""
-        with self._guard() as c:
-            rows = c.execute("SELECT id, name, state, version, seq FROM segments ORDER BY id")
-            return [segment_from_row(r) for r in rows]
-
-    def history(self, campaign_id: str) -> list[HistoryEntry]:
-        """A campaign's history, oldest first."""
-        with self._guard() as c:
-            rows = c.execute(
-                "SELECT campaign_id, trigger, from_state, to_state, actor, cause, time, seq, "
-                "version FROM history WHERE campaign_id = ? ORDER BY id",
-                (campaign_id,),
-            ).fetchall()
-        return history_from_rows(rows)
-
-    def results(self, campaign_id: str) -> Results:
-        """A campaign's results."""
-        with self._guard() as c:
-            rows = c.execute(
-                "SELECT channel, kind, count FROM results WHERE campaign_id = ?", (campaign_id,)
-            ).fetchall()
-        return results_from_rows(campaign_id, rows)
 
     def add_results(self, deliveries: Iterable[Delivery]) -> None:
         """Add delivery counts in one transaction (synchronous=NORMAL: counters, not state)."""
@@ -314,25 +247,6 @@ class SQLiteStore:
             if self._gates is not None:
                 self._gates.close()
 
-    # -- paged reads for operator screens (see `_queries`) -----------------------------
-
-    def find_campaigns(self, query: CampaignQuery) -> list[Campaign]:
-        """One page of the campaigns ``query`` selects, ordered by id (the primary key)."""
-        # SQLite's lower() lowers A-Z only (without ICU), as `ascii_lower` does.
-        where, args = campaign_where(
-            query, "?", lambda col: f"instr(lower({col}), ?) > 0", "campaign_segments"
-        )
-        sql = f"SELECT {CAMPAIGN_COLS} FROM campaigns WHERE {where} ORDER BY id LIMIT ?"
-        with self._guard() as c:
-            return [campaign_from_row(r) for r in c.execute(sql, [*args, query.limit])]
-
-    def query_history(self, query: HistoryQuery) -> list[HistoryEntry]:
-        """One page of history entries across campaigns, ordered by seq as asked."""
-        sql, args = history_page(query, "history", "?")
-        with self._guard() as c:
-            rows = c.execute(sql, args).fetchall()
-        return history_from_rows(rows)
-
     def results_many(self, campaign_ids: Collection[str]) -> dict[str, Results]:
         """Results of each of ``campaign_ids``, in one query."""
         ids = list(campaign_ids)
@@ -348,20 +262,3 @@ class SQLiteStore:
                 ):
                     rows[cid].append(tuple(rest))
         return {cid: results_from_rows(cid, r) for cid, r in rows.items()}
-
-
-def _list_filter(
-    state: State | None, segment: str | None, after: str | None
-) -> tuple[str, list[object]]:
-    where: list[str] = ["1"]
-    args: list[object] = []
-    if state is not None:
-        where.append("state = ?")
-        args.append(state.value)
-    if segment is not None:
-        where.append("id IN (SELECT campaign_id FROM campaign_segments WHERE segment_id = ?)")
-        args.append(segment)
-    if after is not None:
-        where.append("id > ?")
-        args.append(after)
-    return " AND ".join(where), args

@@ -14,10 +14,11 @@ from campaign_states._lifecycle import State
 from campaign_states._records import Campaign, HistoryEntry, Segment
 from campaign_states._rows import campaign_from_row, join_ids, segment_from_row
 from campaign_states._store import LeaseSettings
+from campaign_states._stores.query_sql import CAMPAIGN_COLS, HISTORY_COLS
 from campaign_states.exceptions import ConcurrentUpdateError, DuplicateIdError
 
 from .errors import rollback, translate
-from .schema import CAMPAIGN_COLS, read_lease
+from .schema import read_lease
 
 if TYPE_CHECKING:
     from .store import SQLiteStore
@@ -45,7 +46,6 @@ MOVE_MANY: Final = (
     "version = j.value ->> 1, seq = j.value ->> 2 FROM json_each(?) AS j "
     "WHERE campaigns.id = j.value ->> 0 AND campaigns.version = (j.value ->> 1) - 1"
 )
-HISTORY_COLS: Final = "campaign_id, trigger, from_state, to_state, actor, cause, time, seq, version"
 HISTORY_ONE: Final = f"INSERT INTO history ({HISTORY_COLS}) VALUES (?,?,?,?,?,?,?,?,?)"
 # The JSON array carries [campaign id, from state, seq, version]; the rest is shared.
 HISTORY_MANY: Final = (
