@@ -10,16 +10,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
-from campaign_states.exceptions import (
-    CampaignStateError,
-    ConcurrentUpdateError,
-    StoreBusyError,
-    StoreCorruptError,
-    StoreError,
-    StoreFullError,
-    StoreReadOnlyError,
-    StoreUnavailableError,
-)
+from campaign_states import exceptions as exc
 
 __all__ = ["close_quietly", "rollback", "translate"]
 
@@ -27,48 +18,48 @@ __all__ = ["close_quietly", "rollback", "translate"]
 _UNAVAILABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 
-def translate(err: Exception, where: str) -> CampaignStateError:
+def translate(err: Exception, where: str) -> exc.CampaignStateError:
     """Map a psycopg (or pool) error to the typed error a caller can act on."""
     state = getattr(err, "sqlstate", None) or ""
     text = str(err).strip()
     if isinstance(err, pg_errors.DeadlockDetected):
         # The transaction was rolled back; the registry's compare-and-set loop retries.
-        return ConcurrentUpdateError(f"{where}: a concurrent writer deadlocked with this one.")
+        return exc.ConcurrentUpdateError(f"{where}: a concurrent writer deadlocked with this one.")
     if isinstance(
         err, pg_errors.SerializationFailure | pg_errors.LockNotAvailable | pg_errors.QueryCanceled
     ):
-        return StoreBusyError(
+        return exc.StoreBusyError(
             f"{where}: another writer held the rows past the lock timeout ({text}); retry, "
             "or raise busy_timeout."
         )
     if isinstance(err, pg_errors.ReadOnlySqlTransaction):
-        return StoreReadOnlyError(
+        return exc.StoreReadOnlyError(
             f"{where}: the server or session is read-only (a standby, or "
             "default_transaction_read_only): connect to the primary to change campaigns."
         )
     if isinstance(err, pg_errors.InsufficientPrivilege):
-        return StoreReadOnlyError(
+        return exc.StoreReadOnlyError(
             f"{where}: permission denied ({text}); grant the role write "
             "access to the store's tables to change campaigns."
         )
     if isinstance(err, pg_errors.DiskFull | pg_errors.OutOfMemory):
-        return StoreFullError(
+        return exc.StoreFullError(
             f"{where}: the server is out of space ({text}); free space and retry."
         )
     if isinstance(err, pg_errors.DataCorrupted | pg_errors.IndexCorrupted):
-        return StoreCorruptError(f"{where}: the server reports corrupt data ({text}).")
+        return exc.StoreCorruptError(f"{where}: the server reports corrupt data ({text}).")
     if isinstance(err, psycopg_pool.PoolClosed):
-        return StoreUnavailableError(f"{where}: this store is closed; open it again.")
+        return exc.StoreUnavailableError(f"{where}: this store is closed; open it again.")
     if isinstance(err, psycopg_pool.PoolTimeout):
-        return StoreUnavailableError(
+        return exc.StoreUnavailableError(
             f"{where}: no database connection became available ({text}): the server is "
             "down or unreachable, or every pooled connection is busy (raise pool_size)."
         )
     if isinstance(err, psycopg.OperationalError | psycopg_pool.PoolClosed) and (
         not state or state.startswith("08") or state in _UNAVAILABLE_STATES
     ):
-        return StoreUnavailableError(f"{where}: the server cannot be reached ({text}).")
-    return StoreError(f"{where}: {text}")
+        return exc.StoreUnavailableError(f"{where}: the server cannot be reached ({text}).")
+    return exc.StoreError(f"{where}: {text}")
 
 
 def rollback(conn: psycopg.Connection[Any]) -> None:

@@ -216,17 +216,10 @@ class _Tx:
             return [], {}
         first = self.next_seq(len(ids))  # one per candidate: unmoved ids leave gaps
         args = {
-            "ids": list(ids),
-            "sources": [_STATE_TEXT[x] for x in sources],
-            "dest": _STATE_TEXT[dest],
-            "trigger": trigger,
-            "actor": actor,
-            "cause": cause,
-            "wall": wall,
-            "first": first,
-            "archive_cause": archive_cause,
-            "now": now,
-        }
+            "ids": list(ids), "sources": [_STATE_TEXT[x] for x in sources],
+            "dest": _STATE_TEXT[dest], "trigger": trigger, "actor": actor, "cause": cause,
+            "wall": wall, "first": first, "archive_cause": archive_cause, "now": now,
+        }  # fmt: skip
         with self._guard() as c:
             already = dict(c.execute(_ALREADY, args).fetchall())
             c.execute(_HISTORY_MOVE, args)
@@ -307,19 +300,11 @@ class _Tx:
                 f"INSERT INTO cs_campaigns ({CAMPAIGN_COLS}) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING",
                 (
-                    x.id,
-                    x.name,
-                    x.content,
-                    join_ids(ch.value for ch in x.channels),
-                    join_ids(x.segments),
-                    x.state.value,
-                    x.version,
-                    x.seq,
-                    x.archive_cause,
-                    x.state_changed_at,
-                    x.created_at,
+                    x.id, x.name, x.content, join_ids(ch.value for ch in x.channels),
+                    join_ids(x.segments), x.state.value, x.version, x.seq, x.archive_cause,
+                    x.state_changed_at, x.created_at,
                 ),
-            )
+            )  # fmt: skip
             if cur.rowcount != 1:
                 raise DuplicateIdError(f"Campaign {x.id!r} already exists.")
             self._link([x.id] * len(segments), list(segments))
@@ -438,18 +423,9 @@ class _Tx:
         ):
             for e in entries:
                 copy.write_row(
-                    (
-                        e.campaign_id,
-                        e.trigger,
-                        e.from_state.value if e.from_state else None,
-                        e.to_state.value,
-                        e.actor,
-                        e.cause,
-                        e.time,
-                        e.seq,
-                        e.version,
-                    )
-                )
+                    (e.campaign_id, e.trigger, e.from_state.value if e.from_state else None,
+                     e.to_state.value, e.actor, e.cause, e.time, e.seq, e.version)
+                )  # fmt: skip
 
     def lease_settings(self) -> LeaseSettings:
         with self._guard() as c:
