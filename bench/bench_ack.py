@@ -198,18 +198,22 @@ def _idle_cost(name: str, url: str) -> None:
         )
 
 
+def _on_store(name: str, url: str) -> None:
+    """Every figure of this module for the store at ``url``."""
+    reg = open_registry(url, lease=LEASE)
+    try:
+        _latency(name, url, reg)
+        _unanswering(name, url, reg)
+        _idle_cost(name, url)
+    finally:
+        reg.close()
+
+
 def main() -> None:
     from bench import bench_gate
 
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'ack.db'}"
-        reg = open_registry(url, lease=LEASE)
-        try:
-            _latency("sqlite", url, reg)
-            _unanswering("sqlite", url, reg)
-            _idle_cost("sqlite", url)
-        finally:
-            reg.close()
+        _on_store("sqlite", f"sqlite:///{Path(tmp) / 'ack.db'}")
     if WITH_PG:
         try:
             import psycopg
@@ -220,15 +224,8 @@ def main() -> None:
         except Exception as e:
             print(f"  postgresql skipped: {e}")
         else:
-            url = f"{PG_DSN}?options=-csearch_path%3D{schema}"
             try:
-                reg = open_registry(url, lease=LEASE)
-                try:
-                    _latency("postgresql", url, reg)
-                    _unanswering("postgresql", url, reg)
-                    _idle_cost("postgresql", url)
-                finally:
-                    reg.close()
+                _on_store("postgresql", f"{PG_DSN}?options=-csearch_path%3D{schema}")
             finally:
                 with psycopg.connect(PG_DSN, autocommit=True) as conn:
                     conn.execute(f"DROP SCHEMA {schema} CASCADE")  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from transitions import Machine
 
+from bench._shared import insert_campaigns, timed
 from campaign_states import (
     CAMPAIGN_LIFECYCLE,
     Campaign,
@@ -115,22 +116,17 @@ def bare_commit(path: Path) -> Callable[[], object]:
 def populate(reg: Registry, n: int, segment: str) -> list[str]:
     """Insert ``n`` stopped campaigns targeting ``segment`` in one transaction."""
     reg.create_segment(segment)
-    ids = [f"c-{i:06d}" for i in range(n)]
-    with reg.store.write() as tx:
-        first = tx.next_seq(n)
-        for i, cid in enumerate(ids):
-            c = Campaign(
-                id=cid, name=f"Campaign {i}", channels={Channel.EMAIL}, segments={segment},
-                seq=first + i,
-            )  # fmt: skip
-            tx.insert_campaign(c, c.segments)
-    return ids
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    return insert_campaigns(
+        reg,
+        n,
+        lambda i, seq: Campaign(
+            id=f"c-{i:06d}",
+            name=f"Campaign {i}",
+            channels={Channel.EMAIL},
+            segments={segment},
+            seq=seq,
+        ),
+    )
 
 
 def main() -> None:

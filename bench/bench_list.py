@@ -16,6 +16,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from bench._shared import insert_campaigns
 from campaign_states import Campaign, Channel, Registry, State
 from campaign_states.cli import app
 from campaign_states.stores import SQLiteStore
@@ -26,21 +27,18 @@ N = int(os.environ.get("BENCH_LIST_N", "1000000"))
 def _fill(path: Path, n: int) -> Registry:
     reg = Registry(SQLiteStore(path))
     chans = frozenset({Channel.EMAIL, Channel.PUSH})
-    with reg.store.write() as tx:
-        first = tx.next_seq(n)
-        for i in range(n):
+    insert_campaigns(
+        reg,
+        n,
+        lambda i, seq: Campaign(
+            id=f"c-{i:09d}",
+            name=f"campaign {i}",
+            channels=chans,
             # A tenth archived: the CLI hides them by default, so it skips some per page.
-            state = State.ARCHIVED if i % 10 == 0 else State.ACTIVE_RUNNING
-            tx.insert_campaign(
-                Campaign(
-                    id=f"c-{i:09d}",
-                    name=f"campaign {i}",
-                    channels=chans,
-                    state=state,
-                    seq=first + i,
-                ),
-                (),
-            )
+            state=State.ARCHIVED if i % 10 == 0 else State.ACTIVE_RUNNING,
+            seq=seq,
+        ),
+    )
     return reg
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import psycopg
 
-from campaign_states import FakeClock, LeaseSettings, Registry, SystemClock
+from bench._shared import insert_campaigns, timed
+from campaign_states import Campaign, FakeClock, LeaseSettings, Registry, State, SystemClock
 from campaign_states._stores.postgres import PostgresReader
 from campaign_states.stores import PostgresStore, SQLiteStore
 from delivery_gate import DeliveryGate
@@ -62,59 +63,35 @@ def fresh_schema() -> Iterator[str]:
 
 def _fill(reg: Registry, n: int, segment: str | None = None) -> list[str]:
     """n running campaigns (targeting ``segment``), created in one store transaction."""
-    from campaign_states import Campaign, HistoryEntry, State
-
-    ids = [f"{segment or 'c'}-{i:06d}" for i in range(n)]
-    with reg.store.write() as tx:
-        first = tx.next_seq(n)
-        entries = []
-        for k, cid in enumerate(ids):
-            c = Campaign(
-                id=cid,
-                name=cid,
-                channels=["email"],
-                state=State.ACTIVE_RUNNING,
-                seq=first + k,
-                segments=[segment] if segment else [],
-            )
-            tx.insert_campaign(c, c.segments)
-            entries.append(
-                HistoryEntry(
-                    campaign_id=cid,
-                    trigger="create",
-                    from_state=None,
-                    to_state=c.state,
-                    actor=None,
-                    cause=None,
-                    time=0.0,
-                    seq=c.seq,
-                    version=1,
-                )
-            )
-        tx.append_history(entries)
-    return ids
-
-
-def _timed(call: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    call()
-    return time.perf_counter() - t
+    return insert_campaigns(
+        reg,
+        n,
+        lambda i, seq: Campaign(
+            id=f"{segment or 'c'}-{i:06d}",
+            name=f"{segment or 'c'}-{i:06d}",
+            channels=["email"],
+            state=State.ACTIVE_RUNNING,
+            seq=seq,
+            segments=[segment] if segment else [],
+        ),
+        history=True,
+    )
 
 
 def bench_bulk() -> None:
     with fresh_schema() as url:
         reg = Registry(PostgresStore(url, clock=FakeClock()))
         ids = _fill(reg, N_BULK)
-        pg = _timed(lambda: reg.archive_many(ids))
+        pg = timed(lambda: reg.archive_many(ids))
         wait = reg.store.lease_settings().commit_wait()
         reg.create_segment("big")
         _fill(reg, N_BULK, "big")
-        cascade = _timed(lambda: reg.archive_segment("big"))
+        cascade = timed(lambda: reg.archive_segment("big"))
         reg.close()
     with tempfile.TemporaryDirectory() as d:
         sreg = Registry(SQLiteStore(Path(d) / "b.db", clock=FakeClock()))
         sids = _fill(sreg, N_BULK)
-        lite = _timed(lambda: sreg.archive_many(sids))
+        lite = timed(lambda: sreg.archive_many(sids))
         sreg.close()
     print(
         f"(a) archive_many {N_BULK:,}: PostgreSQL {pg:.2f} s of work (target <= 2 s), "
@@ -194,14 +171,14 @@ def bench_latency() -> None:
             real.create_campaign(name=f"l{i}", channels=["email"], campaign_id=f"l{i}").id
             for i in range(51)
         ]
-        full = _timed(lambda: real.archive(ids[0]))
-        work = [_timed(lambda cid=cid: fake.archive(cid)) for cid in ids[1:]]
+        full = timed(lambda: real.archive(ids[0]))
+        work = [timed(lambda cid=cid: fake.archive(cid)) for cid in ids[1:]]
         real.close()
         fake.close()
     with tempfile.TemporaryDirectory() as d:
         sreg = Registry(SQLiteStore(Path(d) / "l.db", clock=FakeClock()))
         sids = [sreg.create_campaign(name=f"l{i}", channels=["email"]).id for i in range(50)]
-        lite = [_timed(lambda cid=cid: sreg.archive(cid)) for cid in sids]
+        lite = [timed(lambda cid=cid: sreg.archive(cid)) for cid in sids]
         sreg.close()
     pw, sw = statistics.median(work), statistics.median(lite)
     print(
@@ -216,13 +193,13 @@ def bench_idle_refresh() -> None:
         store = PostgresStore(url, lease=LeaseSettings(lease=5.0, grace=0.1, refresh=1.0))
         reader = store.open_reader()
         reader.version_token()
-        pg = _timed(lambda: [reader.version_token() for _ in range(n)]) / n
+        pg = timed(lambda: [reader.version_token() for _ in range(n)]) / n
         reader.close()
         store.close()
     with tempfile.TemporaryDirectory() as d:
         lite_store = SQLiteStore(Path(d) / "r.db")
         lite_reader = lite_store.open_reader()
-        lite = _timed(lambda: [lite_reader.version_token() for _ in range(n)]) / n
+        lite = timed(lambda: [lite_reader.version_token() for _ in range(n)]) / n
         lite_reader.close()
         lite_store.close()
     print(

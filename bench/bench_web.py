@@ -31,7 +31,8 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from campaign_states import Campaign, Channel, HistoryEntry, Registry, State, open_registry
+from bench._shared import insert_campaigns
+from campaign_states import Campaign, Channel, Registry, State, open_registry
 from campaign_states.web import create_app
 
 N = 100_000
@@ -49,26 +50,20 @@ def fill(reg: Registry) -> None:
     for s in segs:
         reg.create_segment(s, name=f"Segment {s}")
     states = [State.ACTIVE_RUNNING, State.ACTIVE_STOPPED, State.ARCHIVED]
-    with reg.store.write() as tx:
-        first = tx.next_seq(N)
-        entries = []
-        for i in range(N):
-            c = Campaign(
-                id=f"c-{i:06d}",
-                name=f"Campaign {i} {'spring' if i % 97 == 0 else 'promo'}",
-                channels=[Channel.EMAIL],
-                state=states[i % 3],
-                seq=first + i,
-                segments=[segs[i % N_SEGMENTS]],
-            )
-            tx.insert_campaign(c, c.segments)
-            entries.append(
-                HistoryEntry(
-                    campaign_id=c.id, trigger="create", from_state=None, to_state=c.state,
-                    actor="bench", cause=None, time=time.time(), seq=c.seq, version=1,
-                )
-            )  # fmt: skip
-        tx.append_history(entries)
+    insert_campaigns(
+        reg,
+        N,
+        lambda i, seq: Campaign(
+            id=f"c-{i:06d}",
+            name=f"Campaign {i} {'spring' if i % 97 == 0 else 'promo'}",
+            channels=[Channel.EMAIL],
+            state=states[i % 3],
+            seq=seq,
+            segments=[segs[i % N_SEGMENTS]],
+        ),
+        history=True,
+        actor="bench",
+    )
 
 
 class Timed:

@@ -2,57 +2,78 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from campaign_states import State
+
 PG_DSN = os.environ.get("CAMPAIGN_STATES_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("CAMPAIGN_STATES_REQUIRE_PG") == "1"
+REQUIRE_SPIN = os.environ.get("CAMPAIGN_STATES_REQUIRE_SPIN") == "1"
+REQUIRE_GRAPHVIZ = os.environ.get("CAMPAIGN_STATES_REQUIRE_GRAPHVIZ") == "1"
+REDIS_URL = os.environ.get("CAMPAIGN_STATES_REDIS_URL", "redis://127.0.0.1:6379/11")
+REQUIRE_REDIS = os.environ.get("CAMPAIGN_STATES_REQUIRE_REDIS") == "1"
 
-_PG_REASON: list[str | None] = []
+# Short names for the three campaign states, for the tests' tables of transitions.
+RUN, STOP, ARCH = State.ACTIVE_RUNNING, State.ACTIVE_STOPPED, State.ARCHIVED
 
 
-def _pg_unreachable_reason() -> str | None:
+def _skip_unless(reason: str | None, *, required: bool, flag: str) -> None:
+    """Skip the test for ``reason`` (``None``: nothing is missing), or fail it when the run
+    set ``flag=1``: a CI job that must exercise a backend may not pass by skipping it."""
+    if reason is None:
+        return
+    if required:
+        pytest.fail(f"{flag}=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _unreachable_reason(
+    module: str, extra: str, where: str, probe: Callable[[Any], object], error: str
+) -> str | None:
+    """Why the server ``where`` cannot be used (its client ``module`` is missing, or
+    ``probe(module)`` raises the module's ``error`` class), or ``None``."""
     try:
-        import psycopg
+        lib = importlib.import_module(module)
     except ImportError:
-        return "psycopg is not installed (pip install 'campaign-states[postgres]')"
+        return f"{module} is not installed (pip install 'campaign-states[{extra}]')"
     try:
-        with psycopg.connect(PG_DSN, connect_timeout=3):
-            return None
-    except psycopg.Error as e:
-        return f"no PostgreSQL at CAMPAIGN_STATES_PG_DSN={PG_DSN}: {e}"
+        probe(lib)
+    except getattr(lib, error) as e:
+        return f"no {where}: {e}"
+    return None
+
+
+@functools.cache  # one connection attempt per run, not one per test
+def _pg_unreachable_reason() -> str | None:
+    return _unreachable_reason(
+        "psycopg",
+        "postgres",
+        f"PostgreSQL at CAMPAIGN_STATES_PG_DSN={PG_DSN}",
+        lambda psycopg: psycopg.connect(PG_DSN, connect_timeout=3).close(),
+        "Error",
+    )
 
 
 def require_postgres() -> None:
     """Skip (or, with CAMPAIGN_STATES_REQUIRE_PG=1, fail) when no PostgreSQL is reachable."""
-    if not _PG_REASON:
-        _PG_REASON.append(_pg_unreachable_reason())
-    reason = _PG_REASON[0]
-    if reason is None:
-        return
-    if REQUIRE_PG:
-        pytest.fail(f"CAMPAIGN_STATES_REQUIRE_PG=1 but {reason}")
-    pytest.skip(reason)
-
-
-REQUIRE_SPIN = os.environ.get("CAMPAIGN_STATES_REQUIRE_SPIN") == "1"
+    _skip_unless(_pg_unreachable_reason(), required=REQUIRE_PG, flag="CAMPAIGN_STATES_REQUIRE_PG")
 
 
 def require_spin() -> None:
     """Skip (or, with CAMPAIGN_STATES_REQUIRE_SPIN=1, fail) when Spin or gcc is absent."""
-    import shutil
-
     missing = [tool for tool in ("spin", "gcc") if shutil.which(tool) is None]
-    if not missing:
-        return
     reason = f"{' and '.join(missing)} not installed (apt-get install spin gcc)"
-    if REQUIRE_SPIN:
-        pytest.fail(f"CAMPAIGN_STATES_REQUIRE_SPIN=1 but {reason}")
-    pytest.skip(reason)
-
-
-REQUIRE_GRAPHVIZ = os.environ.get("CAMPAIGN_STATES_REQUIRE_GRAPHVIZ") == "1"
+    _skip_unless(
+        reason if missing else None, required=REQUIRE_SPIN, flag="CAMPAIGN_STATES_REQUIRE_SPIN"
+    )
 
 
 def require_graphviz() -> None:
@@ -61,41 +82,55 @@ def require_graphviz() -> None:
     Only rendering SVG needs the binary; the DOT and Mermaid text, and `diagram --check` (which
     compares the SVG's recorded source hash), do not, so only the tests that render call this.
     """
-    import shutil
-
-    if shutil.which("dot") is not None:
-        return
     reason = "Graphviz's `dot` is not on PATH (apt-get install graphviz)"
-    if REQUIRE_GRAPHVIZ:
-        pytest.fail(f"CAMPAIGN_STATES_REQUIRE_GRAPHVIZ=1 but {reason}")
-    pytest.skip(reason)
+    _skip_unless(
+        None if shutil.which("dot") else reason,
+        required=REQUIRE_GRAPHVIZ,
+        flag="CAMPAIGN_STATES_REQUIRE_GRAPHVIZ",
+    )
 
 
-REDIS_URL = os.environ.get("CAMPAIGN_STATES_REDIS_URL", "redis://127.0.0.1:6379/11")
-REQUIRE_REDIS = os.environ.get("CAMPAIGN_STATES_REQUIRE_REDIS") == "1"
-
-_REDIS_REASON: list[str | None] = []
-
-
+@functools.cache  # one connection attempt per run, not one per test
 def _redis_unreachable_reason() -> str | None:
-    try:
-        import redis
-    except ImportError:
-        return "redis is not installed (pip install 'campaign-states[celery]')"
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-        return None
-    except redis.RedisError as e:
-        return f"no Redis at CAMPAIGN_STATES_REDIS_URL={REDIS_URL}: {e}"
+    return _unreachable_reason(
+        "redis",
+        "celery",
+        f"Redis at CAMPAIGN_STATES_REDIS_URL={REDIS_URL}",
+        lambda redis: redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping(),
+        "RedisError",
+    )
 
 
 def require_redis() -> None:
     """Skip (or, with CAMPAIGN_STATES_REQUIRE_REDIS=1, fail) when no Redis is reachable."""
-    if not _REDIS_REASON:
-        _REDIS_REASON.append(_redis_unreachable_reason())
-    reason = _REDIS_REASON[0]
-    if reason is None:
-        return
-    if REQUIRE_REDIS:
-        pytest.fail(f"CAMPAIGN_STATES_REQUIRE_REDIS=1 but {reason}")
-    pytest.skip(reason)
+    _skip_unless(
+        _redis_unreachable_reason(), required=REQUIRE_REDIS, flag="CAMPAIGN_STATES_REQUIRE_REDIS"
+    )
+
+
+def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Whether ``predicate()`` comes true within ``timeout`` seconds, polled every 5 ms.
+
+    The timeout only bounds a wait for something that must happen (or, asserted false, must
+    not happen in that time); no test asserts on how long it took.
+    """
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+class Delegating:
+    """Wraps a store, transaction or reader and forwards every attribute it does not define.
+
+    The tests' deliberately broken or spying stores subclass it and override the one call
+    they change, so each fake states only its difference from the real thing.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

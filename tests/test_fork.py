@@ -13,20 +13,12 @@ import os
 import time
 
 import pytest
+from support import eventually
 
 from campaign_states import State, open_registry
 from delivery_gate import DeliveryGate, Reason
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
-
-
-def _until(predicate, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def _in_child(work):
@@ -75,7 +67,7 @@ def test_child_gate_admits_and_child_archive_is_seen_everywhere(url):
 
     def child():
         # Admits by itself once its own refresher has read the store (before: STALE forever).
-        admitted = _until(lambda: gate.check(a.id, "email").admitted)
+        admitted = eventually(lambda: gate.check(a.id, "email").admitted)
         with gate.permit(a.id, "email") as p:
             sent = p.admitted
         gate.flush()  # recorded through the child's own connection
@@ -97,7 +89,7 @@ def test_child_gate_admits_and_child_archive_is_seen_everywhere(url):
     # The parent's registry and gate still work (the child did not end the parent's
     # sessions), see the child's archive, and did not record the child's delivery twice.
     assert State.ARCHIVED is reg.get(a.id).state
-    assert _until(lambda: gate.check(a.id, "email").reason is Reason.ARCHIVED)
+    assert eventually(lambda: gate.check(a.id, "email").reason is Reason.ARCHIVED)
     assert gate.check(b.id, "email").admitted
     reg.stop(b.id)
     assert Reason.STOPPED == gate.check(b.id, "email").reason
@@ -137,7 +129,7 @@ def test_the_check_catches_a_gate_without_the_fork_hook(url, monkeypatch):
 
     def child():
         time.sleep(0.2)  # past the inherited lease
-        return _until(lambda: gate.check(c.id, "email").admitted, timeout=1.0)
+        return eventually(lambda: gate.check(c.id, "email").admitted, timeout=1.0)
 
     assert _in_child(child) is False
     gate.close()

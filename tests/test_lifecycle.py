@@ -11,6 +11,7 @@ import pytest
 import strategies
 from hypothesis import given
 from hypothesis import strategies as st
+from support import ARCH, RUN, STOP
 
 import campaign_states
 from campaign_states import (
@@ -34,8 +35,6 @@ from campaign_states._lifecycle import SegmentTrigger as SegT
 from campaign_states._planning import DECISIONS as _DECISIONS
 from campaign_states._records import moved
 from campaign_states._rows import _CAMPAIGN_FIELDS, campaign_from_row, join_ids
-
-RUN, STOP, ARCH = State.ACTIVE_RUNNING, State.ACTIVE_STOPPED, State.ARCHIVED
 
 # DESIGN.md section 1, written out independently of the declaration.
 DESIGN = {

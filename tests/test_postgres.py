@@ -149,11 +149,58 @@ class Worker(threading.Thread):
         return self.result
 
 
-def two_registries(
-    open_pg: Callable[..., PostgresStore], pg_dsn: str, *names: str
-) -> list[Registry]:
-    """One registry per name, each on its own store whose sessions carry that name."""
-    return [Registry(open_pg(with_options(pg_dsn, application_name=n))) for n in names]
+class Race:
+    """An archiver and a writer registry on this test's schema, each on sessions of its own
+    name, and the one interleaving the choreographed races play (`interleave`)."""
+
+    def __init__(
+        self, open_pg: Callable[..., PostgresStore], dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.dsn, self.monkeypatch = dsn, monkeypatch
+        self.archiver_name, self.writer_name = f"archiver-{tag}", f"writer-{tag}"
+        self.archiver, self.writer = (
+            Registry(open_pg(with_options(dsn, application_name=n)))
+            for n in (self.archiver_name, self.writer_name)
+        )
+
+    def setup_campaign(self, *, running: bool, segments: list[str]) -> None:
+        self.writer.create_segment("s")
+        self.writer.create_segment("t")
+        self.writer.create_campaign(
+            campaign_id="c", name="c", channels=["email"], segments=segments
+        )
+        if running:
+            self.writer.resume("c")
+
+    def interleave(
+        self,
+        pause_after: str,
+        first: tuple[str, Callable[[], object]],
+        second: tuple[str, Callable[[], object]],
+        *,
+        second_waits: bool = True,
+    ) -> tuple[Worker, Worker]:
+        """Run ``first`` until its `_Tx.<pause_after>` returns, then start ``second``; both
+        are (thread name, call). With ``second_waits``, ``second`` must wait on a lock until
+        ``first`` goes on; without, it runs to its end before ``first`` goes on. Returns both,
+        finished, ``first`` first."""
+        (first_name, first_call), (second_name, second_call) = first, second
+        pause = Pause(self.monkeypatch, pause_after, first_name)
+        one = Worker(first_name, first_call)
+        assert pause.reached.wait(JOIN)
+        two = Worker(second_name, second_call)
+        if second_waits:
+            # The thread named "archiver" works on the archiver's sessions, any other
+            # thread on the writer's: that is the session that must be seen waiting.
+            archiving = second_name == "archiver"
+            wait_until_blocked(self.dsn, self.archiver_name if archiving else self.writer_name)
+        else:
+            two.finish()
+        pause.release.set()
+        one.finish()
+        two.finish()
+        return one, two
 
 
 # -- the invariant under races -----------------------------------------------------------
@@ -163,92 +210,52 @@ class TestSegmentArchiveRace:
     """A segment archive racing a resume or a retarget never leaves a campaign running on it."""
 
     @pytest.fixture
-    def names(self) -> tuple[str, str]:
-        tag = uuid.uuid4().hex[:8]
-        return f"archiver-{tag}", f"writer-{tag}"
-
-    def setup_campaign(self, reg: Registry, *, running: bool, segments: list[str]) -> None:
-        reg.create_segment("s")
-        reg.create_segment("t")
-        reg.create_campaign(campaign_id="c", name="c", channels=["email"], segments=segments)
-        if running:
-            reg.resume("c")
-
-    def test_resume_first_then_archive_cascades_to_it(
+    def race(
         self,
         open_pg: Callable[..., PostgresStore],
         pg_dsn: str,
         monkeypatch: pytest.MonkeyPatch,
-        names: tuple[str, str],
-    ) -> None:
+    ) -> Race:
+        return Race(open_pg, pg_dsn, monkeypatch)
+
+    def test_resume_first_then_archive_cascades_to_it(self, race: Race) -> None:
         """A resume holding the campaign makes the archive wait, which then archives it."""
-        archiver_name, writer_name = names
-        archiver, writer = two_registries(open_pg, pg_dsn, archiver_name, writer_name)
-        self.setup_campaign(writer, running=False, segments=["s"])
-        pause = Pause(monkeypatch, "segments", "resumer")
-        resume = Worker("resumer", lambda: writer.resume("c"))
-        assert pause.reached.wait(JOIN)
-        archive = Worker("archiver", lambda: archiver.archive_segment("s"))
-        wait_until_blocked(pg_dsn, archiver_name)
-        pause.release.set()
-        resume.finish()
-        archive.finish()
+        race.setup_campaign(running=False, segments=["s"])
+        resume, archive = race.interleave(
+            "segments",
+            ("resumer", lambda: race.writer.resume("c")),
+            ("archiver", lambda: race.archiver.archive_segment("s")),
+        )
         assert (None, None) == (resume.error, archive.error)
-        assert State.ARCHIVED is writer.get("c").state
-        assert [] == running_on_archived(archiver.store)  # type: ignore[arg-type]
+        assert State.ARCHIVED is race.writer.get("c").state
+        assert [] == running_on_archived(race.archiver.store)  # type: ignore[arg-type]
 
-    def test_archive_first_then_resume_is_refused(
-        self,
-        open_pg: Callable[..., PostgresStore],
-        pg_dsn: str,
-        monkeypatch: pytest.MonkeyPatch,
-        names: tuple[str, str],
-    ) -> None:
+    def test_archive_first_then_resume_is_refused(self, race: Race) -> None:
         """An archive holding the campaign makes the resume wait, which then refuses."""
-        archiver_name, writer_name = names
-        archiver, writer = two_registries(open_pg, pg_dsn, archiver_name, writer_name)
-        self.setup_campaign(writer, running=False, segments=["s"])
-        pause = Pause(monkeypatch, "_lock_targeting", "archiver")
-        archive = Worker("archiver", lambda: archiver.archive_segment("s"))
-        assert pause.reached.wait(JOIN)
-        resume = Worker("resumer", lambda: writer.resume("c"))
-        wait_until_blocked(pg_dsn, writer_name)
-        pause.release.set()
-        archive.finish()
-        resume.finish()
+        race.setup_campaign(running=False, segments=["s"])
+        _, resume = race.interleave(
+            "_lock_targeting",
+            ("archiver", lambda: race.archiver.archive_segment("s")),
+            ("resumer", lambda: race.writer.resume("c")),
+        )
         assert isinstance(resume.error, CampaignArchivedError)
-        assert [] == running_on_archived(archiver.store)  # type: ignore[arg-type]
+        assert [] == running_on_archived(race.archiver.store)  # type: ignore[arg-type]
 
-    def test_retarget_during_archive_is_cascaded(
-        self,
-        open_pg: Callable[..., PostgresStore],
-        pg_dsn: str,
-        monkeypatch: pytest.MonkeyPatch,
-        names: tuple[str, str],
-    ) -> None:
+    def test_retarget_during_archive_is_cascaded(self, race: Race) -> None:
         """A running campaign edited onto the segment mid-archive is archived with it."""
-        archiver_name, writer_name = names
-        archiver, writer = two_registries(open_pg, pg_dsn, archiver_name, writer_name)
-        self.setup_campaign(writer, running=True, segments=["t"])
-        pause = Pause(monkeypatch, "segments", "editor")
-        edit = Worker("editor", lambda: writer.edit("c", segments=["s", "t"]))
-        assert pause.reached.wait(JOIN)
-        archive = Worker("archiver", lambda: archiver.archive_segment("s"))
-        # The archive found no campaign on "s" yet; it waits for the editor's FOR SHARE.
-        wait_until_blocked(pg_dsn, archiver_name)
-        pause.release.set()
-        edit.finish()
-        archive.finish()
+        race.setup_campaign(running=True, segments=["t"])
+        # The archive finds no campaign on "s" yet; it waits for the editor's FOR SHARE.
+        edit, archive = race.interleave(
+            "segments",
+            ("editor", lambda: race.writer.edit("c", segments=["s", "t"])),
+            ("archiver", lambda: race.archiver.archive_segment("s")),
+        )
         assert (None, None) == (edit.error, archive.error)
         assert ("c",) == archive.result.campaign_ids  # type: ignore[attr-defined]
-        assert [] == running_on_archived(archiver.store)  # type: ignore[arg-type]
+        assert [] == running_on_archived(race.archiver.store)  # type: ignore[arg-type]
 
     def test_checker_catches_a_store_without_segment_locks(
-        self,
-        open_pg: Callable[..., PostgresStore],
-        pg_dsn: str,
-        monkeypatch: pytest.MonkeyPatch,
-        names: tuple[str, str],
+        self, race: Race, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Broken variant: plain reads of segments let the retarget race break the invariant."""
 
@@ -261,26 +268,21 @@ class TestSegmentArchiveRace:
                 ).fetchall()
                 return {r[0]: pg_tx.segment_from_row(r) for r in rows}
 
+        # Before the set-up and the pause: every transaction from here on is unlocked
+        # (the module looks `_Tx` up at each write), and the pause wraps UnlockedTx's read.
         monkeypatch.setattr(pg_store, "_Tx", UnlockedTx)
-        archiver_name, writer_name = names
-        archiver, writer = two_registries(open_pg, pg_dsn, archiver_name, writer_name)
-        self.setup_campaign(writer, running=True, segments=["t"])
-        pause = Pause(monkeypatch, "segments", "editor")
-        edit = Worker("editor", lambda: writer.edit("c", segments=["s", "t"]))
-        assert pause.reached.wait(JOIN)
-        Worker("archiver", lambda: archiver.archive_segment("s")).finish()
-        pause.release.set()
-        edit.finish()
-        assert ["c"] == running_on_archived(archiver.store)  # type: ignore[arg-type]
+        race.setup_campaign(running=True, segments=["t"])
+        race.interleave(
+            "segments",
+            ("editor", lambda: race.writer.edit("c", segments=["s", "t"])),
+            ("archiver", lambda: race.archiver.archive_segment("s")),
+            second_waits=False,
+        )
+        assert ["c"] == running_on_archived(race.archiver.store)  # type: ignore[arg-type]
 
-    def test_free_running_rounds_keep_the_invariant(
-        self,
-        open_pg: Callable[..., PostgresStore],
-        pg_dsn: str,
-        names: tuple[str, str],
-    ) -> None:
+    def test_free_running_rounds_keep_the_invariant(self, race: Race) -> None:
         """Unchoreographed: archive vs resume and archive vs retarget, many rounds."""
-        archiver, writer = two_registries(open_pg, pg_dsn, *names)
+        archiver, writer = race.archiver, race.writer
         for i in range(12):
             seg, other = f"s{i}", f"t{i}"
             writer.create_segment(seg)
@@ -346,8 +348,7 @@ class TestBulk:
                         )
                     ]
                 )
-        reader = store.open_reader()
-        try:
+        with contextlib.closing(store.open_reader()) as reader:
             before = reader.changes_since(0).seq
             assert ids == reg.resume_many(ids).ids(Outcome.CHANGED)  # records, via COPY
             assert {State.ACTIVE_RUNNING} == {c.state for c in reg.list()}
@@ -357,8 +358,6 @@ class TestBulk:
             assert {State.ARCHIVED} == {c.state for c in reg.list()}
             assert ["create", "resume", "archive"] == [h.trigger for h in reg.history(ids[-1])]
             assert set(ids) == {c.id for c in reader.changes_since(middle.seq).campaigns}
-        finally:
-            reader.close()
 
     def test_failed_compare_and_set_rolls_back_everything(
         self, open_pg: Callable[..., PostgresStore]
@@ -574,16 +573,13 @@ class TestErrors:
     ) -> None:
         """A reader whose session is killed reports it typed, then reconnects by itself."""
         store = open_pg()
-        reader = store.open_reader()
-        try:
+        with contextlib.closing(store.open_reader()) as reader:
             token = reader.version_token()
             assert reader._conn is not None
             kill(pg_dsn, reader._conn.info.backend_pid)
             with pytest.raises(StoreUnavailableError):
                 reader.version_token()
             assert token == reader.version_token()
-        finally:
-            reader.close()
 
 
 def kill(dsn: str, pid: int) -> None:
@@ -760,20 +756,16 @@ class TestNotify:
     ) -> None:
         """A commit wakes a waiting reader long before its timeout."""
         store = open_pg()
-        reader = store.open_reader()
-        try:
+        with contextlib.closing(store.open_reader()) as reader:
             reader.wait(0)  # connects the listener (returns at once)
             assert self.wakes_on_commit(reader, Registry(store), "c1")
-        finally:
-            reader.close()
 
     def test_listener_reconnects_after_termination(
         self, open_pg: Callable[..., PostgresStore], pg_dsn: str
     ) -> None:
         """pg_terminate_backend on the listener: wait() returns, reconnects, wakes again."""
         store = open_pg()
-        reader = store.open_reader()
-        try:
+        with contextlib.closing(store.open_reader()) as reader:
             reader.wait(0)
             assert reader._conn is not None
             old_pid = reader._conn.info.backend_pid
@@ -783,8 +775,6 @@ class TestNotify:
             assert reader._conn is not None
             assert old_pid != reader._conn.info.backend_pid
             assert self.wakes_on_commit(reader, Registry(store), "c2")
-        finally:
-            reader.close()
 
     def test_other_schemas_do_not_wake(
         self, open_pg: Callable[..., PostgresStore], pg_dsn: str
@@ -820,8 +810,7 @@ class TestReader:
         """The token moves on every commit; the delta holds exactly what changed."""
         store = open_pg()
         reg = Registry(store)
-        reader = store.open_reader()
-        try:
+        with contextlib.closing(store.open_reader()) as reader:
             reg.create_segment("s")
             reg.create_campaign(campaign_id="a", name="a", channels=["sms"], segments=["s"])
             reg.create_campaign(campaign_id="b", name="b", channels=["sms"])
@@ -835,8 +824,6 @@ class TestReader:
                 [c.id for c in delta.campaigns],
                 [s.id for s in delta.segments],
             )
-        finally:
-            reader.close()
 
     def test_gate_rows_match_records(self, open_pg: Callable[..., PostgresStore]) -> None:
         """The rows path describes the same changes as the records path, same snapshot."""
@@ -845,8 +832,7 @@ class TestReader:
         reg.create_segment("s")
         reg.create_campaign(campaign_id="a", name="a", channels=["sms", "push"], segments=["s"])
         reg.create_campaign(campaign_id="b", name="b", channels=["email"])
-        reader = store.open_reader()
-        try:
+        with contextlib.closing(store.open_reader()) as reader:
             base = reader.changes_since(0).seq
             reg.archive_segment("s")
             records = reader.changes_since(base)
@@ -859,8 +845,6 @@ class TestReader:
                 (r[0], rows.state(r[1]), rows.channels(r[2]), rows.segment_ids(r[3]), r[4], r[5])
                 for r in rows.rows
             ]
-        finally:
-            reader.close()
 
     def test_lease_settings_are_persisted_and_bump_the_token(
         self, open_pg: Callable[..., PostgresStore]
@@ -868,12 +852,9 @@ class TestReader:
         """Network defaults on a new store; a change is visible to readers as a change."""
         store = open_pg()
         assert pg_schema.DEFAULT_LEASE == store.lease_settings()
-        reader = store.open_reader()
-        try:
+        with contextlib.closing(store.open_reader()) as reader:
             token = reader.version_token()
             new = pg_schema.LeaseSettings(lease=2.0, grace=0.05, refresh=0.5)
             store.set_lease_settings(new)
             assert token != reader.version_token()
             assert new == reader.changes_since(0).lease == open_pg().lease_settings()
-        finally:
-            reader.close()

@@ -7,11 +7,13 @@ the code runs.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 
 import attrs
 import pytest
+from support import ARCH, RUN, STOP, Delegating
 
 from campaign_states import (
     Campaign,
@@ -43,8 +45,6 @@ from campaign_states.exceptions import (
     SegmentNotFoundError,
     StoreError,
 )
-
-RUN, STOP, ARCH = State.ACTIVE_RUNNING, State.ACTIVE_STOPPED, State.ARCHIVED
 
 # DESIGN.md section 1, written out: (state, trigger) -> new state, "same" (an unchanged
 # no-op), or "error" (InvalidTransitionError).
@@ -87,6 +87,15 @@ def new(reg: Registry, cid: str = "c-1", *, segments: tuple[str, ...] = ()) -> C
     return reg.create_campaign(
         name=f"campaign {cid}", channels={"email", "in_app"}, segments=segments, campaign_id=cid
     )
+
+
+def on_vip_and_other(reg: Registry, targets: dict[str, tuple[str, ...]]) -> None:
+    """Segments ``vip`` and ``other``, and a stopped campaign per ``targets`` entry (id: the
+    segments it targets)."""
+    reg.create_segment("vip")
+    reg.create_segment("other")
+    for cid, segments in targets.items():
+        new(reg, cid, segments=segments)
 
 
 class TestCreate:
@@ -291,12 +300,15 @@ class TestSegmentArchive:
     """Archiving a segment cascades atomically, with the segment recorded as the cause."""
 
     def setup_three(self, reg: Registry) -> None:
-        reg.create_segment("vip")
-        reg.create_segment("other")
-        new(reg, "run", segments=("vip",))
-        new(reg, "stopped", segments=("vip", "other"))
-        new(reg, "gone", segments=("vip",))
-        new(reg, "elsewhere", segments=("other",))
+        on_vip_and_other(
+            reg,
+            {
+                "run": ("vip",),
+                "stopped": ("vip", "other"),
+                "gone": ("vip",),
+                "elsewhere": ("other",),
+            },
+        )
         reg.resume("run")
         reg.archive("gone", actor="earlier")
 
@@ -361,11 +373,7 @@ class TestSegmentUnarchive:
     """Unarchiving a segment restores its cascaded campaigns only when asked, stopped."""
 
     def setup(self, reg: Registry) -> None:
-        reg.create_segment("vip")
-        reg.create_segment("other")
-        new(reg, "a", segments=("vip",))
-        new(reg, "b", segments=("vip", "other"))
-        new(reg, "mine", segments=("vip",))
+        on_vip_and_other(reg, {"a": ("vip",), "b": ("vip", "other"), "mine": ("vip",)})
         reg.resume("a")
         reg.archive("mine")
         reg.archive_segment("vip")
@@ -716,7 +724,7 @@ class TestBadInput:
         assert before == snapshot(registry)
 
 
-class _StaleOnce:
+class _StaleOnce(Delegating):
     """A store whose first write transaction reads a campaign as one version older.
 
     It stands for a writer that slipped in between our read and our write: the
@@ -724,38 +732,28 @@ class _StaleOnce:
     """
 
     def __init__(self, real):
-        self._real = real
+        super().__init__(real)
         self.stale_reads = 0
 
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
+    @contextlib.contextmanager
     def write(self):
-        outer = self
+        with self._inner.write() as tx:
+            yield _StaleTx(tx, self)
 
-        class _Cm:
-            def __enter__(self):
-                self._cm = outer._real.write()
-                return _Tx(self._cm.__enter__())
 
-            def __exit__(self, *exc):
-                return self._cm.__exit__(*exc)
+class _StaleTx(Delegating):
+    """The transaction of `_StaleOnce`: its first non-empty campaign read is one version old."""
 
-        class _Tx:
-            def __init__(self, tx):
-                self._tx = tx
+    def __init__(self, tx, store):
+        super().__init__(tx)
+        self._store = store
 
-            def __getattr__(self, name):
-                return getattr(self._tx, name)
-
-            def campaigns(self, ids):
-                found = self._tx.campaigns(ids)
-                if outer.stale_reads == 0 and found:
-                    outer.stale_reads += 1
-                    return {k: attrs.evolve(c, version=c.version - 1) for k, c in found.items()}
-                return found
-
-        return _Cm()
+    def campaigns(self, ids):
+        found = self._inner.campaigns(ids)
+        if self._store.stale_reads == 0 and found:
+            self._store.stale_reads += 1
+            return {k: attrs.evolve(c, version=c.version - 1) for k, c in found.items()}
+        return found
 
 
 class TestCompareAndSet:

@@ -15,6 +15,7 @@ segment guard, and shows the checker finds the bug.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
 import uuid
@@ -285,20 +286,27 @@ def machine(
             }
             assert expected == actual
 
+        def refused_unknown_segment(self, sid, call):
+            """Whether the model has no segment ``sid`` (then ``call()`` must refuse it)."""
+            if sid in self.model.segments:
+                return False
+            with raises(SegmentNotFoundError):
+                call()
+            return True
+
         @rule(sid=any_segment, dry_run=st.booleans(), actor=actors)
         def archive_segment(self, sid, dry_run, actor):
-            m = self.model
-            if sid not in m.segments:
-                with raises(SegmentNotFoundError):
-                    self.reg.archive_segment(sid, dry_run=dry_run, actor=actor)
+            archive = functools.partial(self.reg.archive_segment, sid, dry_run=dry_run, actor=actor)
+            if self.refused_unknown_segment(sid, archive):
                 return
+            m = self.model
             victims = []
             if m.segments[sid] == "active":
                 victims = sorted(
                     cid for cid, c in m.campaigns.items()
                     if sid in c["segments"] and c["state"] != ARCH
                 )  # fmt: skip
-            change = self.reg.archive_segment(sid, dry_run=dry_run, actor=actor)
+            change = archive()
             assert sorted(victims) == sorted(change.campaign_ids)
             if dry_run:
                 return
@@ -309,18 +317,19 @@ def machine(
 
         @rule(sid=any_segment, restore=st.booleans(), actor=actors)
         def unarchive_segment(self, sid, restore, actor):
-            m = self.model
-            if sid not in m.segments:
-                with raises(SegmentNotFoundError):
-                    self.reg.unarchive_segment(sid, restore_campaigns=restore, actor=actor)
+            unarchive = functools.partial(
+                self.reg.unarchive_segment, sid, restore_campaigns=restore, actor=actor
+            )
+            if self.refused_unknown_segment(sid, unarchive):
                 return
+            m = self.model
             restored = []
             if restore:
                 restored = [
                     cid for cid, c in m.campaigns.items()
                     if sid in c["segments"] and c["state"] == ARCH and c["archive_cause"] == sid
                 ]  # fmt: skip
-            change = self.reg.unarchive_segment(sid, restore_campaigns=restore, actor=actor)
+            change = unarchive()
             assert sorted(restored) == sorted(change.campaign_ids)
             assert (m.segments[sid] == ARCH) == change.changed
             m.segments[sid] = "active"
@@ -436,14 +445,8 @@ class TestAgreement:
         )
 
 
-class _BlindSegments:
+class _BlindSegments(support.Delegating):
     """A transaction whose segment reads see nothing: the guard's input goes missing."""
-
-    def __init__(self, tx):
-        self._tx = tx
-
-    def __getattr__(self, name):
-        return getattr(self._tx, name)
 
     def segments(self, ids):
         return {}

@@ -21,6 +21,7 @@ from web_support import (
     make_users,
     password_login,
     post,
+    signed_in,
     token_login,
 )
 
@@ -222,8 +223,7 @@ class TestRoles:
         )
 
     def test_token_admin_is_the_actor(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         post(c, "/campaign/trigger", {"id": "c-cm", "trigger": "resume"})
         assert "token-admin" == reg.history("c-cm")[-1].actor
 
@@ -240,8 +240,7 @@ class TestCsrf:
     @pytest.mark.parametrize(("path", "data"), [*POSTS, ("/logout", {})])
     @pytest.mark.parametrize("token", [None, "", "forged"])
     def test_post_without_token_is_403(self, reg, path, data, token):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         before = snapshot(reg)
         form = dict(data) if token is None else {"csrftoken": token, **data}
         r = c.post(path, data=form)
@@ -255,8 +254,7 @@ class TestCsrf:
         assert 403 == r.status_code
 
     def test_get_never_changes(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         before = snapshot(reg)
         for page in [*GET_PAGES, "/campaign/trigger?id=c-bf&trigger=archive", "/bulk?id=c-bf"]:
             c.get(page)
@@ -286,28 +284,24 @@ class TestEscaping:
         ],
     )
     def test_hostile_text_is_escaped(self, reg, page):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         assert_escaped(c.get(page).text)
 
     def test_hostile_search_text_is_escaped(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         r = c.get("/campaigns", params={"q": '"><img src=x onerror=alert(1)>'})
         assert "<img src=x" not in r.text
         assert "&#34;&gt;&lt;img src=x" in r.text
 
     def test_hostile_error_is_escaped(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         r = c.get("/campaign", params={"id": HOSTILE})
         assert 404 == r.status_code
         assert_escaped(r.text)
 
     def test_the_check_catches_unescaped_output(self, reg):
         """Broken variant: autoescape off. The escaping assertion fails."""
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         c.app.state.console.env.autoescape = False
         with pytest.raises(AssertionError):
             assert_escaped(c.get("/campaigns").text)
@@ -334,8 +328,7 @@ class TestHeaders:
         ],
     )
     def test_security_headers(self, reg, page):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         h = c.get(page).headers
         assert CSP == h["content-security-policy"]
         assert "DENY" == h["x-frame-options"]
@@ -348,8 +341,7 @@ class TestHeaders:
         assert "unsafe" not in CSP
 
     def test_no_inline_script_or_style_in_pages(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         for page in GET_PAGES[:8]:
             html = c.get(page).text
             assert "<script>" not in html.replace(HOSTILE, "")
@@ -357,8 +349,7 @@ class TestHeaders:
             assert "onclick" not in html.lower()
 
     def test_csrf_refusal_has_headers(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         h = c.post("/bulk", data={"id": "c-bf"}).headers
         assert "DENY" == h["x-frame-options"]
 
@@ -430,8 +421,7 @@ class TestBadInput:
         ],
     )
     def test_error_page_and_nothing_changed(self, reg, method, path, data, status, says):  # noqa: PLR0917
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         before = snapshot(reg)
         r = post(c, path, data) if method == "post" else c.get(path)
         assert status == r.status_code, r.text[:400]
@@ -442,8 +432,7 @@ class TestBadInput:
 
     def test_archived_campaign_cannot_be_edited(self, reg):
         reg.archive("c-cm")
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         before = snapshot(reg)
         page = c.get("/campaign?id=c-cm").text
         assert "Unarchive it to edit" in page
@@ -456,8 +445,7 @@ class TestBadInput:
     def test_resume_refused_with_reason(self, reg):
         reg.archive_segment("seg-eu")
         reg.unarchive("c-cm")
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         r = post(c, "/campaign/trigger", {"id": "c-cm", "trigger": "resume"})
         assert 409 == r.status_code
         assert "seg-eu" in r.text
@@ -476,8 +464,7 @@ class TestOddIds:
     @pytest.mark.parametrize("cid", ["a/b", "q?x=1&y=#2", "100% ü", "名前", "c-\u00a0nbsp"])
     def test_page_and_trigger(self, reg, cid):
         reg.create_campaign(name=f"odd {cid}", channels=["email"], campaign_id=cid)
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         assert 200 == c.get("/campaign", params={"id": cid}).status_code
         r = post(c, "/campaign/trigger", {"id": cid, "trigger": "archive", "back": "/campaigns"})
         assert 303 == r.status_code
@@ -490,8 +477,7 @@ class TestChanges:
     """Archive: confirmed once archive() returns; a long wait shows progress, polled."""
 
     def test_archive_confirmed_and_gone_from_default_list(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         r = post(c, "/campaign/trigger", {"id": "c-bf", "trigger": "archive", "back": "/campaigns"})
         assert "/campaigns" == r.headers["location"]
         page = c.get("/campaigns").text
@@ -544,8 +530,7 @@ class TestChanges:
 
     def test_bulk_outcomes(self, reg):
         reg.archive("c-ws")
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         confirm = post(c, "/bulk/confirm", {"trigger": "archive", "id": ["c-bf", "c-cm"]})
         assert 'role="dialog"' in confirm.text
         assert State.ACTIVE_RUNNING == reg.get("c-bf").state  # confirming changes nothing
@@ -559,8 +544,7 @@ class TestChanges:
         assert "archived" in page
 
     def test_segment_archive_shows_its_campaigns_first(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         dialog = c.get("/segment/confirm?id=seg-vip&action=archive").text
         assert "This archives 2 campaigns" in dialog
         assert "Black Friday" in dialog
@@ -578,8 +562,7 @@ class TestChanges:
         assert {State.ACTIVE_STOPPED} == {reg.get("c-bf").state, reg.get("c-ws").state}
 
     def test_edit(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         r = post(
             c,
             "/campaign/edit",
@@ -602,8 +585,7 @@ class TestChanges:
         errors: list[object] = []
 
         def worker(i: int) -> None:
-            c = client(reg)
-            token_login(c)
+            c = signed_in(reg)
             for k in range(5):
                 trig = "archive" if (i + k) % 2 else "unarchive"
                 r = post(c, "/campaign/trigger", {"id": ["c-cm", "c-ws"][i % 2], "trigger": trig})
@@ -663,8 +645,7 @@ class TestEventLog:
 
     def test_csv_cells_cannot_be_formulas(self, reg):
         reg.resume("c-cm", actor='=HYPERLINK("http://evil")')
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         csv_text = c.get("/history.csv?trigger=resume").text
         assert "'=HYPERLINK" in csv_text
 
@@ -677,8 +658,7 @@ class TestHealthAndSecrets:
         assert "sqlite:///a.db" == redact_url("sqlite:///a.db")
 
     def test_health_page(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         page = c.get("/health").text
         assert "memory://" in page
         assert "Lease settings" in page
@@ -690,8 +670,7 @@ class TestHealthAndSecrets:
 
         reg = open_registry(f"sqlite:///{tmp_path / 'h.db'}")
         with DeliveryGate(reg, background_refresh=False) as gate:
-            c = client(reg)
-            token_login(c)
+            c = signed_in(reg)
             page = c.get("/health").text
             (row,) = reg.gates()
             assert row.gate_id[:12] in page
@@ -903,8 +882,7 @@ class TestEventLoop:
         assert State.ARCHIVED == reg.get("c-bf").state
 
     def test_history_time_range(self, reg):
-        c = client(reg)
-        token_login(c)
+        c = signed_in(reg)
         all_rows = c.get("/history.json", params={"since": "2000-01-01T00:00"}).json()
         assert len(all_rows) == len(reg.event_log(limit=1000))
         assert [] == c.get("/history.json", params={"until": "2000-01-01T00:00"}).json()

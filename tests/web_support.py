@@ -56,6 +56,13 @@ def token_login(c: TestClient) -> None:
     assert 303 == r.status_code, r.text
 
 
+def signed_in(reg: Registry) -> TestClient:
+    """A client of a console on ``reg``, signed in with the token (an administrator)."""
+    c = client(reg)
+    token_login(c)
+    return c
+
+
 def password_login(c: TestClient, name: str) -> None:
     token = csrf(c, "/login")
     r = c.post("/login", data={"csrftoken": token, "username": name, "password": PASSWORDS[name]})
