@@ -88,6 +88,36 @@ class TestAcknowledged:
             silent.close()
             archiver.close()
 
+    def test_an_injected_clock_is_never_cut_by_the_servers_ages(self, pg_dsn):
+        """With a FakeClock an archive waits the whole lease: real seconds never count.
+
+        The server measures a heartbeat's age in real time; a FakeClock has not run that
+        time, so subtracting it would end the wait before the gate's lease (on the fake
+        clock) ends. Found by test_gate_stateful's PostgreSQL machine under load.
+        """
+        clock = FakeClock()
+        # A short lease: the archiver polls the gate rows while the fake clock runs it out.
+        lease = LeaseSettings(lease=2.0, grace=0.1, refresh=1.0)
+        archiver = Registry(PostgresStore(pg_dsn, lease=lease, clock=clock))
+        archiver.create_campaign(name="c", channels=["email"], campaign_id="c-1")
+        archiver.resume("c-1")
+        silent = DeliveryGate(
+            Registry(PostgresStore(pg_dsn, clock=clock)), background_refresh=False
+        )
+        try:
+            assert silent.check("c-1", "email").admitted
+            # Real time passes, the fake clock stands still: the server's age of the
+            # heartbeat grows past the grace, the gate's lease has not moved.
+            time.sleep(3 * lease.grace)
+            result = archiver.archive("c-1")
+            assert "lease" == result.wait.outcome
+            assert result.wait.seconds >= lease.lease
+            assert not silent.check("c-1", "email").admitted
+        finally:
+            silent.close()
+            silent.registry.close()
+            archiver.close()
+
 
 class TestConnections:
     """A gate process holds one server connection at rest (reads, LISTEN, heartbeats)."""

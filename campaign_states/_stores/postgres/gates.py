@@ -33,13 +33,24 @@ class PostgresGateTable:
     Args:
         use: Gives a connection in autocommit mode for one call (a pool's, or a reader's).
         where: The store's description, for errors.
+        server_ages: Whether the ages this table reports may be subtracted from the
+            archiver's clock. True when that clock runs in real time (`SystemClock`): the
+            server's clock then advances at the same rate. An injected clock (a test's
+            `FakeClock`) moves only when told, so an age measured in real seconds would cut
+            a wait that the injected clock has not yet run: with False every age reads 0,
+            which only makes an archive wait its whole lease.
     """
 
     def __init__(
-        self, use: Callable[[], AbstractContextManager[psycopg.Connection[Any]]], where: str
+        self,
+        use: Callable[[], AbstractContextManager[psycopg.Connection[Any]]],
+        where: str,
+        *,
+        server_ages: bool = True,
     ) -> None:
         self._use = use
         self._where = where
+        self._server_ages = server_ages
 
     def register(self, *, lease: float, in_flight: int = 0) -> str:
         """Prune long-silent rows, insert a new gate's row (heartbeat now); committed."""
@@ -106,7 +117,8 @@ class PostgresGateTable:
         return [
             RegisteredGate(
                 gate_id=gid, host=host, pid=pid, started=started, lease=lease,
-                heartbeat_age=age, acked_seq=acked, in_flight=in_flight,
+                heartbeat_age=age if self._server_ages else 0.0, acked_seq=acked,
+                in_flight=in_flight,
             )
             for gid, host, pid, started, lease, age, acked, in_flight in found
         ]  # fmt: skip

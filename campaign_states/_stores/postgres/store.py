@@ -287,7 +287,11 @@ class PostgresStore(SQLReads):
 
     def gate_table(self) -> PostgresGateTable:
         """The registered gates (``cs_gates``), through this store's pool (archivers)."""
-        return PostgresGateTable(self._conn, self._where)
+        # Ages on the server's clock are comparable with this store's clock only if it
+        # runs in real time (see PostgresGateTable).
+        return PostgresGateTable(
+            self._conn, self._where, server_ages=isinstance(self.clock, SystemClock)
+        )
 
     def open_reader(self) -> PostgresReader:
         """A dedicated reader with its own connections, for a gate's refresher."""
