@@ -14,6 +14,12 @@ from ._base import EXIT_USAGE, CliGroup, Env, fail, pass_env
 
 __all__: list[str] = []
 
+_BROKEN_GATE_GONE = (
+    "--broken-gate is no longer part of the demo: the deliberately broken gate lives with "
+    "the test suite (tests/race/broken.py), which runs the demo with it and shows the "
+    "checker fail: pytest tests/test_demo.py -k broken_gate."
+)
+
 
 @cli.group(cls=CliGroup)
 def gate() -> None:
@@ -152,7 +158,7 @@ def diagram(check: bool, write: bool, fmt: str | None, lifecycle: str, directory
     "--broken-gate",
     is_flag=True,
     hidden=True,
-    help="Test only: workers use a gate that caches admits forever.",
+    help="Gone: the deliberately broken gate lives with the test suite.",
 )
 def demo(duration: float, workers: int, campaigns: int, db: Path | None, broken_gate: bool) -> None:
     """Watch a multi-process pipeline stop delivering the moment a campaign is archived.
@@ -161,6 +167,9 @@ def demo(duration: float, workers: int, campaigns: int, db: Path | None, broken_
     """
     from ._demo import run_demo
 
+    if broken_gate:
+        # Still accepted, so a script using it gets a reason rather than "no such option".
+        fail(_BROKEN_GATE_GONE, EXIT_USAGE)
     if db is not None and db.exists():
         fail(f"{db} exists: the demo needs a fresh SQLite file.", EXIT_USAGE)
     report = run_demo(
@@ -168,7 +177,6 @@ def demo(duration: float, workers: int, campaigns: int, db: Path | None, broken_
         workers=workers,
         campaigns=campaigns,
         db=db,
-        broken_gate=broken_gate,
         console=r.console(),
     )
     if report.exit_code:
