@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner, Result
+from test_cli import empty_store
 
 from campaign_states import Campaign, Channel, State, open_registry
 from campaign_states.cli import _base, _render, app
@@ -34,9 +35,7 @@ Run = Callable[..., Result]
 @pytest.fixture
 def url(tmp_path: Path) -> str:
     """An empty store: commands other than the creating ones refuse a missing one."""
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    open_registry(url).close()
-    return url
+    return empty_store(tmp_path)
 
 
 @pytest.fixture

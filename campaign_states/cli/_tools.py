@@ -9,7 +9,7 @@ from rich.text import Text
 
 from . import _diagrams
 from . import _render as r
-from ._app import CHANNELS, cli, json_option
+from ._app import CHANNELS, cli, defaulted_option, json_option
 from ._base import EXIT_USAGE, CliGroup, Env, fail, pass_env
 
 __all__: list[str] = []
@@ -127,26 +127,20 @@ def diagram(check: bool, write: bool, fmt: str | None, lifecycle: str, directory
 
 
 @cli.command()
-@click.option(
+@defaulted_option(
     "--duration",
-    default=8.0,
-    show_default=True,
-    type=click.FloatRange(min=2.0),
-    help="Seconds the workers emit for (at least; the scripted actions may extend it).",
+    8.0,
+    click.FloatRange(min=2.0),
+    "Seconds the workers emit for (at least; the scripted actions may extend it).",
 )
-@click.option(
-    "--workers",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Worker processes emitting through their own gates.",
+@defaulted_option(
+    "--workers", 3, click.IntRange(1, 64), "Worker processes emitting through their own gates."
 )
-@click.option(
+@defaulted_option(
     "--campaigns",
-    default=10,
-    show_default=True,
-    type=click.IntRange(6, 500),
-    help="Campaigns created (6 play scripted roles; the rest keep running).",
+    10,
+    click.IntRange(6, 500),
+    "Campaigns created (6 play scripted roles; the rest keep running).",
 )
 @click.option(
     "--db",
