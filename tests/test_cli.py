@@ -23,9 +23,7 @@ def empty_store(tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return empty_store(tmp_path)
+url = pytest.fixture(name="url")(empty_store)
 
 
 @pytest.fixture

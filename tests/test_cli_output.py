@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -32,10 +31,7 @@ EVIL_SEGMENT_NAME = "\x1b[1mVIP\x1b[0m"
 Run = Callable[..., Result]
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    """An empty store: commands other than the creating ones refuse a missing one."""
-    return empty_store(tmp_path)
+url = pytest.fixture(name="url")(empty_store)  # an empty store
 
 
 @pytest.fixture

@@ -209,20 +209,17 @@ def _wait_ready(pool: Pool) -> None:
         fail(f"Demo workers did not start within {_READY_TIMEOUT:.0f}s.")
 
 
-def _timeline(
-    reg: Registry, display: LiveView, con: Console, duration: float, stop: Any
-) -> list[Action]:
-    """Run the scripted actions at fixed fractions of ``duration`` while workers emit."""
+_Step = tuple[float, str, str, list[str], Callable[[], object], str]
+
+
+def _script(reg: Registry, campaigns: list[Planned]) -> list[_Step]:
+    """The scripted calls: (fraction of the run, kind, label, campaigns, call, new state)."""
     by_role: dict[Role, list[str]] = {}
-    for c in display.campaigns:
+    for c in campaigns:
         by_role.setdefault(c.role, []).append(c.id)
     (comeback,) = by_role[Role.COMEBACK]
     bulk, cascaded = by_role[Role.BULK], by_role[Role.SEGMENT]
-
-    def set_state(ids: list[str], state: str) -> None:
-        display.states.update(dict.fromkeys(ids, state))
-
-    steps: list[tuple[float, str, str, list[str], Callable[[], object], str]] = [
+    return [
         (
             0.15,
             "archive",
@@ -264,6 +261,12 @@ def _timeline(
             "running again",
         ),
     ]
+
+
+def _timeline(
+    reg: Registry, display: LiveView, con: Console, duration: float, stop: Any
+) -> list[Action]:
+    """Run the scripted actions at fixed fractions of ``duration`` while workers emit."""
     live = con.is_terminal
     actions: list[Action] = []
     view = (
@@ -276,10 +279,10 @@ def _timeline(
         view.start()
     try:
         display.note("workers emitting", con, live)
-        for at, kind, label, ids, call, state in steps:
+        for at, kind, label, ids, call, state in _script(reg, display.campaigns):
             _sleep_until(display.started + at * duration)
             action = timed(reg, kind, label, _changing(ids, call))
-            set_state(ids, state)
+            display.states.update(dict.fromkeys(ids, state))
             actions.append(action)
             display.note(f"{label}: returned in {action.returned - action.called:.2f}s", con, live)
         _sleep_until(max(display.started + duration, actions[-1].returned + _TAIL))

@@ -111,24 +111,26 @@ class Emitter:
 
     def run(self, stop: Callable[[], bool]) -> None:
         """Emit until ``stop()`` or until `batch` is empty."""
-        gate, now = self.gate, boottime
+        # Bound once: the demo runs this loop millions of times.
+        gate, now, sleep = self.gate, boottime, time.sleep
+        hold, sent, left = self.hold, self.sent, self.left
         while not stop():
             targets = self.batch()
             if not targets:
                 return
             for t in targets:
-                entered, sent = now(), False
-                with gate.permit(t.campaign_id, channel=t.channel, kind=t.kind) as p:
+                entered, done = now(), False
+                with gate.permit(t.campaign_id, t.channel, t.kind) as p:
                     if p.admitted:
-                        hold = self.hold()
-                        if hold:
-                            time.sleep(hold)
+                        seconds = hold()
+                        if seconds:
+                            sleep(seconds)
                         # The send: stamped the moment the bytes leave, after the last check.
                         if p.still_valid():
-                            self.sent(t, entered, now())
-                            sent = True
+                            sent(t, entered, now())
+                            done = True
                     inside = now()
-                self.left(t, p, sent, (entered, inside, now()))
+                left(t, p, done, (entered, inside, now()))
 
 
 def denial_reason(gate: Any, target: Target, permit: Any) -> Any:

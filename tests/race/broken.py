@@ -105,7 +105,7 @@ class StaleCacheGate:
         self._gate = gate
         self._admitted: set[tuple[str, str]] = set()
 
-    def permit(self, campaign_id: str, *, channel: str, kind: Any) -> Any:
+    def permit(self, campaign_id: str, channel: str, kind: Any) -> Any:
         key = (campaign_id, channel)
         if key in self._admitted:
             return _FOREVER
