@@ -80,7 +80,7 @@ class Target:
     index: int
     campaign_id: str
     channel: str
-    kind: Any = None
+    kind: Any
 
 
 class Emitter:
@@ -119,6 +119,7 @@ class Emitter:
             if not targets:
                 return
             for t in targets:
+                # Stamped before the permit is asked: its admit came at or after `entered`.
                 entered, done = now(), False
                 with gate.permit(t.campaign_id, t.channel, t.kind) as p:
                     if p.admitted:
@@ -129,7 +130,8 @@ class Emitter:
                         if p.still_valid():
                             sent(t, entered, now())
                             done = True
-                    inside = now()
+                    inside = now()  # still in the block: certainly in flight at `inside`
+                # After the block: the permit has left the in-flight set by this stamp.
                 left(t, p, done, (entered, inside, now()))
 
 
