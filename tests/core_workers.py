@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from campaign_states import FakeClock, Registry
@@ -46,6 +47,17 @@ def race(
     queue.put((index, out))
 
 
+def _attempt(call: Callable[[], object]) -> tuple[str, str]:
+    """What ``call`` raised, as (type name, message); a foreign one's name says so."""
+    try:
+        call()
+    except CampaignStateError as e:
+        return (type(e).__name__, str(e))
+    except Exception as e:
+        return ("foreign " + type(e).__name__, str(e))
+    return ("no error", "")
+
+
 def write_past_file_limit(path: str, limit: int, content_size: int) -> tuple[str, str]:
     """Under RLIMIT_FSIZE, try to create a campaign too big to fit; report the error."""
     # The kernel sends SIGXFSZ (default: kill the process) on a write past the limit;
@@ -55,18 +67,13 @@ def write_past_file_limit(path: str, limit: int, content_size: int) -> tuple[str
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
     reg = Registry(store, content_limit=content_size)  # the disk refuses it, not the limit
     try:
-        reg.create_campaign(
-            name="big", channels=["email"], content="x" * content_size, campaign_id="big"
+        return _attempt(
+            lambda: reg.create_campaign(
+                name="big", channels=["email"], content="x" * content_size, campaign_id="big"
+            )
         )
-    except CampaignStateError as e:
-        result = (type(e).__name__, str(e))
-    except Exception as e:
-        result = ("foreign " + type(e).__name__, str(e))
-    else:
-        result = ("no error", "")
     finally:
         store.close()
-    return result
 
 
 class _FillsDiskWhileWaiting(FakeClock):
@@ -85,13 +92,7 @@ def lease_change_on_full_disk(path: str) -> tuple[str, str, dict[str, float]]:
     store = SQLiteStore(path, clock=_FillsDiskWhileWaiting())
     reg = Registry(store)
     try:
-        reg.set_lease_settings(lease=0.3, grace=0.02, refresh=0.03)
-    except CampaignStateError as e:
-        result = (type(e).__name__, str(e))
-    except Exception as e:
-        result = ("foreign " + type(e).__name__, str(e))
-    else:
-        result = ("no error", "")
+        result = _attempt(lambda: reg.set_lease_settings(lease=0.3, grace=0.02, refresh=0.03))
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
         store.close()

@@ -16,12 +16,14 @@ from campaign_states import State, open_registry
 from campaign_states.cli import app
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    """An empty store: commands other than the creating ones refuse a missing one."""
+def empty_store(tmp_path: Path) -> str:
+    """The URL of an empty store: commands other than the creating ones refuse a missing one."""
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     open_registry(url).close()
     return url
+
+
+url = pytest.fixture(name="url")(empty_store)
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner, Result
+from test_cli import empty_store
 
 from campaign_states import Campaign, Channel, State, open_registry
 from campaign_states.cli import _base, _render, app
@@ -31,12 +31,7 @@ EVIL_SEGMENT_NAME = "\x1b[1mVIP\x1b[0m"
 Run = Callable[..., Result]
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    """An empty store: commands other than the creating ones refuse a missing one."""
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    open_registry(url).close()
-    return url
+url = pytest.fixture(name="url")(empty_store)  # an empty store
 
 
 @pytest.fixture

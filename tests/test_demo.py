@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from array import array
@@ -20,12 +21,19 @@ def quiet_console() -> Console:
     return Console(file=io.StringIO(), width=200)
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+TESTS = Path(__file__).parent
+
+
+def run_demo_with_broken_gate(*args: str) -> subprocess.CompletedProcess[str]:
+    """``campaign-states demo ARGS`` in a fresh process, every worker's gate wrapped in the
+    test suite's deliberately broken `race.broken.StaleCacheGate` (not shipped in the wheel)."""
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "campaign_states.cli", *args],
+        [sys.executable, "-c", "import race.broken as b; b.demo_with_stale_cache_gate()", *args],
+        env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=120,
         check=False,
     )
 
@@ -144,6 +152,12 @@ class TestDemoOptions:
         assert 2 == result.exit_code
         assert "needs a fresh SQLite file" in result.stderr
 
+    def test_broken_gate_flag_points_to_the_test_suite(self):
+        """The flag is still accepted: it says where the broken gate went, exit 2 (usage)."""
+        result = CliRunner().invoke(app(), ["demo", "--broken-gate"])
+        assert 2 == result.exit_code
+        assert "lives with the test suite (tests/race/broken.py)" in result.stderr
+
 
 class TestDemoRun:
     """A short real run: worker processes, a real gate each, a real SQLite file."""
@@ -168,8 +182,8 @@ class TestDemoRun:
 
     def test_broken_gate_fails_the_demo(self):
         """The deliberately broken gate (admits cached forever) makes the CLI exit 1."""
-        done = run_cli(
-            "demo", "--duration", "2", "--workers", "1", "--campaigns", "6", "--broken-gate"
+        done = run_demo_with_broken_gate(
+            "demo", "--duration", "2", "--workers", "1", "--campaigns", "6"
         )
         assert 1 == done.returncode, done.stdout + done.stderr
         words = " ".join(done.stdout.split())  # the verdict wraps at the terminal's width

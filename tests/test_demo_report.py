@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from campaign_states.cli import _demo_report
-from campaign_states.cli._demo_report import DemoReport, Role, Row, render_report
+from campaign_states.cli._demo_report import CampaignTally, DemoReport, Role, render_report
 
 ROLES = [Role.COMEBACK, Role.BULK, Role.BULK, Role.SEGMENT, Role.SEGMENT] + [Role.CONTROL] * 5
 CHANNELS = ["email", "push", "sms", "in_app", "webhook"]
@@ -23,7 +23,7 @@ def report(*, violations: int = 0, problems: tuple[str, ...] = ()) -> DemoReport
     for i, role in enumerate(ROLES):
         archived = role is not Role.CONTROL
         rows.append(
-            Row(
+            CampaignTally(
                 id=f"c-{i:02d}",
                 channels=(CHANNELS[i % 5], CHANNELS[(i + 3) % 5])
                 if i % 2 == 0

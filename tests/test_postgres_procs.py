@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from race.harness import _run_threads, _short_hold, order, plan, run_archiver
+from race.harness import _run_threads, _short_hold, order, plan, populate, run_archiver
 
 from campaign_states import LeaseSettings, Registry, open_registry
 from campaign_states._stores.postgres import PostgresReader
@@ -21,19 +21,8 @@ from delivery_gate import DeliveryGate
 
 def setup(url: str, seed: int, groups: int, lease: LeaseSettings) -> None:
     """Create the segments and running campaigns of the plan."""
-    reg = Registry(PostgresStore(url, lease=lease))
-    with reg:
-        for g in plan(seed, groups):
-            if g.segment:
-                reg.create_segment(g.segment)
-            for cid in g.ids:
-                reg.create_campaign(
-                    name=cid,
-                    channels={"email"},
-                    campaign_id=cid,
-                    segments={g.segment} if g.segment else set(),
-                )
-        reg.resume_many(order(plan(seed, groups)))
+    with Registry(PostgresStore(url, lease=lease)) as reg:
+        populate(reg, plan(seed, groups))
 
 
 def worker_main(url: str, run: dict[str, Any], index: int, ready: Any, stop: Any) -> None:

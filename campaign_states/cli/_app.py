@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 import click
 
@@ -10,7 +11,15 @@ from campaign_states import Channel, State
 
 from ._base import DEFAULT_URL, CliGroup, Env, default_actor
 
-__all__ = ["CHANNELS", "STATES", "cli", "json_option"]
+__all__ = [
+    "CHANNELS",
+    "STATES",
+    "channels_option",
+    "cli",
+    "defaulted_option",
+    "json_option",
+    "segments_option",
+]
 
 CHANNELS: Final = click.Choice([c.value for c in Channel])
 STATES: Final = click.Choice([s.value for s in State])
@@ -44,3 +53,22 @@ def cli(ctx: click.Context, url: str, actor: str | None) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def channels_option(help: str, *, required: bool = False) -> Callable[[Any], Any]:
+    """``-c/--channel`` (repeatable), into the ``channels`` parameter."""
+    return click.option(
+        "-c", "--channel", "channels", multiple=True, required=required, type=CHANNELS, help=help
+    )
+
+
+def segments_option(help: str) -> Callable[[Any], Any]:
+    """``-s/--segment`` (repeatable), into the ``segments`` parameter."""
+    return click.option(
+        "-s", "--segment", "segments", multiple=True, metavar="SEGMENT_ID", help=help
+    )
+
+
+def defaulted_option(name: str, default: object, type: Any, help: str) -> Callable[[Any], Any]:
+    """An option whose default the help shows."""
+    return click.option(name, default=default, show_default=True, type=type, help=help)

@@ -11,7 +11,7 @@ from rich.text import Text
 from campaign_states import Campaign, Registry, State
 
 from . import _render as r
-from ._app import CHANNELS, STATES, cli, json_option
+from ._app import STATES, channels_option, cli, defaulted_option, json_option, segments_option
 from ._base import EXIT_USAGE, Env, fail, pass_env
 
 __all__: list[str] = []
@@ -19,23 +19,8 @@ __all__: list[str] = []
 
 @cli.command()
 @click.argument("name")
-@click.option(
-    "-c",
-    "--channel",
-    "channels",
-    multiple=True,
-    required=True,
-    type=CHANNELS,
-    help="A channel it delivers on (repeat for several).",
-)
-@click.option(
-    "-s",
-    "--segment",
-    "segments",
-    multiple=True,
-    metavar="SEGMENT_ID",
-    help="A segment it targets (repeat for several).",
-)
+@channels_option("A channel it delivers on (repeat for several).", required=True)
+@segments_option("A segment it targets (repeat for several).")
 @click.option("--content", default="", help="Message body or template reference.")
 @click.option("--id", "campaign_id", default=None, help="Its id (default: generated).")
 @json_option
@@ -181,13 +166,7 @@ def _page(
 
 @cli.command()
 @click.argument("campaign_id")
-@click.option(
-    "--last",
-    default=5,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="How many recent history entries to show.",
-)
+@defaulted_option("--last", 5, click.IntRange(min=0), "How many recent history entries to show.")
 @json_option
 @pass_env
 def show(env: Env, campaign_id: str, last: int, as_json: bool) -> None:
@@ -236,22 +215,8 @@ def show(env: Env, campaign_id: str, last: int, as_json: bool) -> None:
 @click.argument("campaign_id")
 @click.option("--name", default=None, help="New display name.")
 @click.option("--content", default=None, help="New content.")
-@click.option(
-    "-c",
-    "--channel",
-    "channels",
-    multiple=True,
-    type=CHANNELS,
-    help="Replace the channels (repeat for several).",
-)
-@click.option(
-    "-s",
-    "--segment",
-    "segments",
-    multiple=True,
-    metavar="SEGMENT_ID",
-    help="Replace the targeted segments (repeat for several).",
-)
+@channels_option("Replace the channels (repeat for several).")
+@segments_option("Replace the targeted segments (repeat for several).")
 @click.option("--no-segments", is_flag=True, help="Target no segment.")
 @json_option
 @pass_env

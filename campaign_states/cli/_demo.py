@@ -10,7 +10,6 @@ The verdict is computed from the sink's records alone (see `_demo_report`).
 
 from __future__ import annotations
 
-import multiprocessing
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,8 +26,9 @@ from campaign_states import Registry, open_registry
 
 from ._base import fail
 from ._demo_live import LiveView
-from ._demo_report import Action, DemoReport, Role, analyse, render_report
-from ._demo_worker import Counters, WorkerConfig, boottime, run_worker
+from ._demo_report import DemoReport, Role, analyse, render_report
+from ._demo_worker import Counters, WorkerConfig, run_worker
+from ._experiment import Action, Pool, WorkerFailedError, boottime, timed
 
 __all__ = ["CHANNELS", "Planned", "plan", "run_demo"]
 
@@ -103,7 +103,7 @@ def run_demo(
     workers: int = 3,
     campaigns: int = 10,
     db: Path | None = None,
-    broken_gate: bool = False,
+    gate_wrapper: Callable[[Any], Any] | None = None,
     console: Console | None = None,
 ) -> DemoReport:
     """Run the demo and print its report; the report's ``violations`` decide the exit code.
@@ -113,7 +113,10 @@ def run_demo(
         workers: Worker processes, each with its own gate.
         campaigns: Campaigns to create (at least 6).
         db: SQLite file to create; default a temporary directory.
-        broken_gate: Test only: workers cache admits forever, so the checker must fail.
+        gate_wrapper: Wraps each worker's gate (a class or function importable by name).
+            The test suite's deliberately broken gate goes here, to show the checker
+            fail; its admits are not recorded in the store, so its results are not held
+            to the sink's count.
         console: Where to print.
     """
     from delivery_gate import Reason
@@ -136,12 +139,13 @@ def run_demo(
                     "gates to acknowledge, the lease only if one does not answer."
                 )
             )
-            counters = _counters(workers, len(planned), len(Reason))
+            pool = Pool(workers, sink)
+            counters = _counters(pool, len(planned), len(Reason))
             display = LiveView(planned, counters, workers, duration)
             con.print(Text(f"Starting {workers} worker process(es), each with its own gate..."))
-            with _workers(url, sink, planned, counters, broken_gate) as stop:
-                _wait_ready(counters, workers, sink)
-                actions = _timeline(reg, display, con, duration, stop)
+            with _workers(pool, url, planned, counters, gate_wrapper):
+                _wait_ready(pool)
+                actions = _timeline(reg, display, con, duration, pool.stop)
             report = analyse(
                 planned,
                 actions,
@@ -151,7 +155,7 @@ def run_demo(
                 reasons=list(Reason),
                 # Read after every worker closed its gate (which records its permits).
                 results={c.id: reg.results(c.id).total for c in planned},
-                broken_gate=broken_gate,
+                broken_gate=gate_wrapper is not None,
             )
         finally:
             reg.close()
@@ -159,81 +163,63 @@ def run_demo(
         return report
 
 
-def _counters(workers: int, campaigns: int, reasons: int) -> Counters:
-    ctx = multiprocessing.get_context("spawn")
+def _counters(pool: Pool, campaigns: int, reasons: int) -> Counters:
+    workers = len(pool.states)
     return Counters(
-        ready=ctx.RawArray("b", workers),
-        sent=ctx.RawArray("q", workers * campaigns),
-        denied=ctx.RawArray("q", workers * campaigns * reasons),
+        ready=pool.states,
+        sent=pool.ctx.RawArray("q", workers * campaigns),
+        denied=pool.ctx.RawArray("q", workers * campaigns * reasons),
         reasons=reasons,
     )
 
 
 @contextmanager
 def _workers(
-    url: str, sink: Path, planned: list[Planned], counters: Counters, broken: bool
-) -> Iterator[Any]:
+    pool: Pool,
+    url: str,
+    planned: list[Planned],
+    counters: Counters,
+    gate_wrapper: Callable[[Any], Any] | None,
+) -> Iterator[None]:
     """Start the workers; on exit (normal or not) stop them and wait for their sink files."""
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
     targets = tuple((c.index, c.id, ch) for c in planned for ch in c.channels)
     n = len(counters.ready)
-    procs = []
-    for w in range(n):
-        # Each worker starts at a different target so they do not move in lockstep.
-        shift = (w * len(targets)) // n
-        cfg = WorkerConfig(
-            index=w,
-            url=url,
-            sink_dir=str(sink),
-            campaigns=len(planned),
-            targets=targets[shift:] + targets[:shift],
-            broken=broken,
-        )
-        p = ctx.Process(
-            target=run_worker, args=(cfg, stop, counters), name=f"demo-worker-{w}", daemon=True
-        )
-        p.start()
-        procs.append(p)
+    with pool.running(join_timeout=30):
+        for w in range(n):
+            # Each worker starts at a different target so they do not move in lockstep.
+            shift = (w * len(targets)) // n
+            cfg = WorkerConfig(
+                index=w,
+                url=url,
+                sink_dir=str(pool.errors),
+                campaigns=len(planned),
+                targets=targets[shift:] + targets[:shift],
+                gate_wrapper=gate_wrapper,
+            )
+            pool.start(run_worker, cfg, pool.stop, counters, name=f"demo-worker-{w}")
+        yield
+
+
+def _wait_ready(pool: Pool) -> None:
     try:
-        yield stop
-    finally:
-        stop.set()
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():  # stuck: its unflushed sends are lost, which the report says
-                p.terminate()
-                p.join(timeout=5)
+        pool.wait_running(_READY_TIMEOUT)
+    except WorkerFailedError as e:
+        fail(f"A demo worker failed to start: {e}")
+    except TimeoutError:
+        fail(f"Demo workers did not start within {_READY_TIMEOUT:.0f}s.")
 
 
-def _wait_ready(counters: Counters, workers: int, sink: Path) -> None:
-    deadline = time.monotonic() + _READY_TIMEOUT
-    while time.monotonic() < deadline:
-        states = list(counters.ready)
-        if -1 in states:
-            errors = sorted(sink.glob("w*.error"))
-            last = errors[0].read_text().strip().splitlines()[-1] if errors else "unknown error"
-            fail(f"A demo worker failed to start: {last}")
-        if all(s >= 1 for s in states):
-            return
-        time.sleep(0.05)
-    fail(f"Demo workers did not start within {_READY_TIMEOUT:.0f}s.")
+_Step = tuple[float, str, str, list[str], Callable[[], object], str]
 
 
-def _timeline(
-    reg: Registry, display: LiveView, con: Console, duration: float, stop: Any
-) -> list[Action]:
-    """Run the scripted actions at fixed fractions of ``duration`` while workers emit."""
+def _script(reg: Registry, campaigns: list[Planned]) -> list[_Step]:
+    """The scripted calls: (fraction of the run, kind, label, campaigns, call, new state)."""
     by_role: dict[Role, list[str]] = {}
-    for c in display.campaigns:
+    for c in campaigns:
         by_role.setdefault(c.role, []).append(c.id)
     (comeback,) = by_role[Role.COMEBACK]
     bulk, cascaded = by_role[Role.BULK], by_role[Role.SEGMENT]
-
-    def set_state(ids: list[str], state: str) -> None:
-        display.states.update(dict.fromkeys(ids, state))
-
-    steps: list[tuple[float, str, str, list[str], Callable[[], object], str]] = [
+    return [
         (
             0.15,
             "archive",
@@ -275,6 +261,12 @@ def _timeline(
             "running again",
         ),
     ]
+
+
+def _timeline(
+    reg: Registry, display: LiveView, con: Console, duration: float, stop: Any
+) -> list[Action]:
+    """Run the scripted actions at fixed fractions of ``duration`` while workers emit."""
     live = con.is_terminal
     actions: list[Action] = []
     view = (
@@ -287,22 +279,12 @@ def _timeline(
         view.start()
     try:
         display.note("workers emitting", con, live)
-        for at, kind, label, ids, call, state in steps:
+        for at, kind, label, ids, call, state in _script(reg, display.campaigns):
             _sleep_until(display.started + at * duration)
-            called = boottime()
-            call()
-            returned = boottime()
-            set_state(ids, state)
-            actions.append(
-                Action(
-                    kind=kind,
-                    label=label,
-                    campaign_ids=tuple(ids),
-                    called=called,
-                    returned=returned,
-                )
-            )
-            display.note(f"{label}: returned in {returned - called:.2f}s", con, live)
+            action = timed(reg, kind, label, _changing(ids, call))
+            display.states.update(dict.fromkeys(ids, state))
+            actions.append(action)
+            display.note(f"{label}: returned in {action.returned - action.called:.2f}s", con, live)
         _sleep_until(max(display.started + duration, actions[-1].returned + _TAIL))
         stop.set()
         display.note("stopping workers", con, live)
@@ -310,6 +292,16 @@ def _timeline(
         if view is not None:
             view.stop()
     return actions
+
+
+def _changing(ids: list[str], call: Callable[[], object]) -> Callable[[], list[str]]:
+    """``call``, returning the campaigns the script says it changes."""
+
+    def run() -> list[str]:
+        call()
+        return ids
+
+    return run
 
 
 def _sleep_until(t: float) -> None:

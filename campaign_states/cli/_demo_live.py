@@ -9,7 +9,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ._demo_worker import Counters, boottime
+from ._demo_worker import Counters
+from ._experiment import boottime
 
 if TYPE_CHECKING:
     from ._demo import Planned

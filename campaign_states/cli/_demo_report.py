@@ -24,11 +24,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ._demo_worker import Counters, read_sink
+from ._experiment import FINISHED, Action, Silence, silences
 
 if TYPE_CHECKING:
     from ._demo import Planned
 
-__all__ = ["Action", "DemoReport", "Role", "Row", "analyse", "render_report"]
+__all__ = ["Action", "CampaignTally", "DemoReport", "Role", "analyse", "render_report"]
 
 
 class Role(enum.Enum):
@@ -41,22 +42,13 @@ class Role(enum.Enum):
 
 
 @attrs.frozen(kw_only=True)
-class Action:
-    """One lifecycle call the demo made, stamped on ``CLOCK_BOOTTIME``."""
-
-    kind: str
-    label: str
-    campaign_ids: tuple[str, ...]
-    called: float
-    returned: float
-
-
-@attrs.frozen(kw_only=True)
-class Row:
-    """One campaign's line in the report (sends counted from the sink's records).
+class CampaignTally:
+    """One campaign's sends and denials, as the report's line for it shows them.
 
     ``results`` is what the gates recorded in the store's results for it (``None`` when not
-    read); the other counts come from the sink. ``None`` means "does not apply".
+    read); the other counts come from the sink. ``None`` means "does not apply": the
+    ``sent_*`` windows and ``latency`` for a campaign never archived, ``sent_after_resume``
+    for one never resumed.
     """
 
     id: str
@@ -83,10 +75,11 @@ class DemoReport:
         control_after: Sends by never-archived campaigns after the last archive returned
             (proof the sink was recording while the archived ones were silent).
         problems: Why the run is inconclusive (a worker failed, nothing recorded...).
-        broken_gate: Whether the deliberately broken gate was used.
+        broken_gate: Whether the workers' gates were wrapped (the test suite's
+            deliberately broken gate).
     """
 
-    rows: tuple[Row, ...]
+    rows: tuple[CampaignTally, ...]
     violations: int
     total_sends: int
     control_after: int
@@ -99,12 +92,44 @@ class DemoReport:
         return 1 if self.violations or self.problems else 0
 
 
-def _count(times: array[float], lo: float, hi: float) -> int:
-    """Sends stamped in ``[lo, hi)``."""
-    return sum(1 for t in times if lo <= t < hi)
+def _denials(
+    raw: Sequence[int], c: Planned, campaigns: int, workers: int, reasons: Sequence[Any]
+) -> dict[str, int]:
+    """One campaign's denials by reason name, summed over the workers' counters (``raw``)."""
+    stride = len(reasons)
+    out: dict[str, int] = {}
+    for w in range(workers):
+        base = (w * campaigns + c.index) * stride
+        for i, reason in enumerate(reasons):
+            if raw[base + i]:
+                name = getattr(reason, "name", str(reason))
+                out[name] = out.get(name, 0) + raw[base + i]
+    return out
 
 
-def analyse(  # noqa: PLR0912 (one pass over the sink classifies each send; split: issue 12)
+def _tally(
+    c: Planned, times: array[float], silence: Silence | None, **fields: Any
+) -> CampaignTally:
+    """Count one campaign's sends in its silence's windows (none if it was never archived)."""
+    windows: tuple[int | None, ...] = (None, None, None, None)
+    if silence is not None:
+        before, during, late, resumed = silence.windows(times)
+        windows = (before, during, late, None if silence.until == math.inf else resumed)
+    return CampaignTally(
+        id=c.id,
+        channels=c.channels,
+        role=c.role,
+        sent_total=len(times),
+        sent_before=windows[0],
+        sent_during=windows[1],
+        sent_after=windows[2],
+        sent_after_resume=windows[3],
+        latency=None if silence is None else silence.action.returned - silence.action.called,
+        **fields,
+    )
+
+
+def analyse(
     planned: Sequence[Planned],
     actions: Sequence[Action],
     *,
@@ -122,78 +147,40 @@ def analyse(  # noqa: PLR0912 (one pass over the sink classifies each send; spli
     send and one counted delivery.
     """
     sends = read_sink(sink)
-    archived: dict[str, Action] = {}
-    resumed: dict[str, Action] = {}
-    for a in actions:
-        for cid in a.campaign_ids:
-            if a.kind == "archive":
-                archived.setdefault(cid, a)
-            elif a.kind == "resume":
-                resumed[cid] = a
-    last_return = max((a.returned for a in archived.values()), default=math.inf)
-    n, stride = len(planned), len(reasons)
-    denied_raw = list(counters.denied)
-    rows, violations, control_after, mismatched = [], 0, 0, []
+    silenced = silences(actions)
+    last_return = max((s.action.returned for s in silenced.values()), default=math.inf)
+    denied_raw = list(counters.denied)  # one copy of the shared memory, not one per campaign
+    rows, control_after, mismatched = [], 0, []
     for c in planned:
         times = sends.get(c.index, array("d"))
-        denied: dict[str, int] = {}
-        for w in range(workers):
-            base = (w * n + c.index) * stride
-            for i, reason in enumerate(reasons):
-                if denied_raw[base + i]:
-                    name = getattr(reason, "name", str(reason))
-                    denied[name] = denied.get(name, 0) + denied_raw[base + i]
         recorded = None if results is None else results.get(c.id, 0)
         if recorded is not None and recorded != len(times):
             mismatched.append(f"{c.id} sink {len(times):,} vs store {recorded:,}")
-        arch = archived.get(c.id)
-        if arch is None:
-            control_after += _count(times, last_return, math.inf)
-            rows.append(
-                Row(
-                    id=c.id,
-                    channels=c.channels,
-                    role=c.role,
-                    sent_total=len(times),
-                    results=recorded,
-                    sent_before=None,
-                    sent_during=None,
-                    sent_after=None,
-                    sent_after_resume=None,
-                    denied=denied,
-                    latency=None,
-                )
-            )
-            continue
-        resume = resumed.get(c.id)
-        silent_until = resume.called if resume is not None else math.inf
-        after = _count(times, math.nextafter(arch.returned, math.inf), silent_until)
-        violations += after
-        rows.append(
-            Row(
-                id=c.id,
-                channels=c.channels,
-                role=c.role,
-                sent_total=len(times),
-                results=recorded,
-                sent_before=_count(times, -math.inf, arch.called),
-                sent_during=_count(times, arch.called, math.nextafter(arch.returned, math.inf)),
-                sent_after=after,
-                sent_after_resume=None
-                if resume is None
-                else _count(times, resume.called, math.inf),
-                denied=denied,
-                latency=arch.returned - arch.called,
-            )
-        )
+        silence = silenced.get(c.id)
+        if silence is None:
+            control_after += sum(1 for t in times if t >= last_return)
+        denied = _denials(denied_raw, c, len(planned), workers, reasons)
+        rows.append(_tally(c, times, silence, results=recorded, denied=denied))
+    return DemoReport(
+        rows=tuple(rows),
+        violations=sum(r.sent_after or 0 for r in rows),
+        total_sends=sum(len(t) for t in sends.values()),
+        control_after=control_after,
+        problems=_problems(counters, mismatched if not broken_gate else [], control_after),
+        broken_gate=broken_gate,
+    )
+
+
+def _problems(counters: Counters, mismatched: list[str], control_after: int) -> tuple[str, ...]:
+    """Why the run proves nothing, if it does not."""
     problems = []
     states = list(counters.ready)
-    if any(s != 2 for s in states):
+    if any(s != FINISHED for s in states):
         problems.append(
-            f"{sum(s != 2 for s in states)} worker(s) did not finish cleanly, "
+            f"{sum(s != FINISHED for s in states)} worker(s) did not finish cleanly, "
             "so some sends may be missing from the sink"
         )
-    if mismatched and not broken_gate:
+    if mismatched:
         problems.append(
             "the results the gates recorded in the store differ from the sink ("
             + "; ".join(mismatched)
@@ -204,14 +191,7 @@ def analyse(  # noqa: PLR0912 (one pass over the sink classifies each send; spli
             "no running campaign sent after the last archive returned, so the "
             "silence of the archived ones proves nothing"
         )
-    return DemoReport(
-        rows=tuple(rows),
-        violations=violations,
-        total_sends=sum(len(t) for t in sends.values()),
-        control_after=control_after,
-        problems=tuple(problems),
-        broken_gate=broken_gate,
-    )
+    return tuple(problems)
 
 
 def _num(n: int | None) -> str:

@@ -12,7 +12,11 @@ Every event is stamped with ``CLOCK_BOOTTIME``, one clock for every process on t
 `check` then asserts the guarantee: no emission sent after the archive of its campaign
 returned, and no local permit admitted before an archive still in flight after it returned.
 
-Deliberately broken variants (``Variant``) show the checker catches what it must.
+The experiment itself (the emitting loop, the process pool, the stamped calls and the
+checker's rules) is `campaign_states.cli._experiment`, shared with `campaign-states demo`;
+this module keeps what only the tests need: the random plan, the permit records, the
+configuration crossing the spawn, and the deliberately broken variants (``Variant``, from
+``race.broken``) that show the checker catches what it must.
 """
 
 from __future__ import annotations
@@ -20,8 +24,6 @@ from __future__ import annotations
 import enum
 import functools
 import json
-import multiprocessing
-import os
 import random
 import threading
 import time
@@ -32,15 +34,23 @@ from typing import Any
 import attrs
 
 from campaign_states import LeaseSettings, Registry, open_registry
-from campaign_states.stores import ChangeBatch, Reader, SQLiteStore
-from delivery_gate import DeliveryGate, Reason
+from campaign_states.cli._experiment import (
+    RUNNING,
+    Emitter,
+    Pool,
+    Target,
+    boottime,
+    in_slot,
+    timed,
+)
+from campaign_states.stores import SQLiteStore
+from delivery_gate import DeliveryGate, Emission, Reason
 
-_BOOTTIME = time.CLOCK_BOOTTIME
+from .broken import AckBeforeDrainGate, LeaseAfterReadGate, NoDrainGate, slow_reads
+from .checker import Report, check
 
-
-def now() -> float:
-    """The host-wide clock every event is stamped with."""
-    return time.clock_gettime(_BOOTTIME)
+# The host-wide clock every event is stamped with (the experiment's, shared with the demo).
+now = boottime
 
 
 class Variant(enum.Enum):
@@ -142,120 +152,73 @@ def order(groups: list[Group]) -> list[str]:
 def setup(config: RaceConfig) -> list[Group]:
     """Create the store, its segments and running campaigns (all email)."""
     lease = LeaseSettings(lease=config.lease, grace=config.grace, refresh=config.refresh)
-    reg = Registry(SQLiteStore(config.path, lease=lease))
     groups = plan(config.seed, config.groups)
-    with reg:
-        for g in groups:
-            if g.segment:
-                reg.create_segment(g.segment)
-            for cid in g.ids:
-                reg.create_campaign(
-                    name=cid,
-                    channels={"email"},
-                    campaign_id=cid,
-                    segments={g.segment} if g.segment else set(),
-                )
-        reg.resume_many(order(groups))
+    with Registry(SQLiteStore(config.path, lease=lease)) as reg:
+        populate(reg, groups)
     return groups
 
 
-# -- broken variants ------------------------------------------------------------------------
-
-
-class LeaseAfterReadGate(DeliveryGate):
-    """BROKEN: measures the lease from *after* the refresh read, not before it."""
-
-    def refresh(self) -> bool:
-        with self._refresh_lock:
-            if self._closed:
-                return False
-            try:
-                self._pull()
-            except Exception as e:
-                self._fail(e)
-                return False
-            self._renew(self._now())
-            return True
-
-
-class NoDrainGate(DeliveryGate):
-    """BROKEN: tells the registry its permits drained without waiting for them."""
-
-    def __init__(self, registry: Registry) -> None:
-        super().__init__(registry)
-        self._listener.drain = lambda campaign_ids, timeout: set()  # type: ignore[method-assign]
-
-
-class AckBeforeDrainGate(DeliveryGate):
-    """BROKEN: acknowledges a change as soon as its view is installed, before its permits
-    on the silenced campaigns have left their blocks."""
-
-    def _ack_if_drained(self) -> None:
-        self._ack_waiting = []
-        super()._ack_if_drained()
-
-
-class SlowReader:
-    """A reader whose change reads take ``delay`` s (the data is as of the read's start)."""
-
-    def __init__(self, inner: Reader, delay: float) -> None:
-        self._inner, self._delay = inner, delay
-
-    def version_token(self) -> object:
-        return self._inner.version_token()
-
-    def changes_since(self, seq: int) -> ChangeBatch:
-        batch = self._inner.changes_since(seq)
-        time.sleep(self._delay)
-        return batch
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-def _slow_reads(reg: Registry, delay: float) -> None:
-    original = reg.open_reader
-    reg.open_reader = lambda: SlowReader(original(), delay)  # type: ignore[method-assign]
+def populate(reg: Registry, groups: list[Group]) -> None:
+    """The plan's segments and campaigns (all email), every campaign running."""
+    for g in groups:
+        if g.segment:
+            reg.create_segment(g.segment)
+        for cid in g.ids:
+            reg.create_campaign(
+                name=cid,
+                channels={"email"},
+                campaign_id=cid,
+                segments={g.segment} if g.segment else set(),
+            )
+    reg.resume_many(order(groups))
 
 
 # -- emitters -------------------------------------------------------------------------------
 
 
-def emit_loop(
-    gate: DeliveryGate,
-    ids: list[str],
-    *,
-    seed: int,
-    stop: Callable[[], bool],
-    log: list[tuple[Any, ...]],
-    hold: Callable[[random.Random], float],
-) -> None:
-    """Emit through permits on the campaigns about to be archived, until ``stop()``.
+_GONE = (Reason.ARCHIVED, Reason.SEGMENT_ARCHIVED)
 
-    Each thread keeps a frontier: the first campaign, in archive order, that its gate has
-    not yet denied as archived; it emits on the few campaigns from there, which are the
-    ones the archiver is about to take.
+
+class Chasing(Emitter):
+    """Emits through permits on the campaigns about to be archived, logging each event.
+
+    It keeps a frontier: the first campaign, in archive order, that its gate has not yet
+    denied as archived; it emits on the few campaigns from there, which are the ones the
+    archiver is about to take.
     """
-    rnd = random.Random(seed)
-    frontier = 0
-    gone = (Reason.ARCHIVED, Reason.SEGMENT_ARCHIVED)
-    while not stop() and frontier < len(ids):
-        i = min(frontier + rnd.randrange(8), len(ids) - 1)
-        cid = ids[i]
-        entered = now()
-        with gate.permit(cid, "email") as p:
-            if p.admitted:
-                time.sleep(hold(rnd))  # rendering the message
-                if p.still_valid():
-                    log.append(("sent", cid, entered, now()))
-            # Stamped inside the block: the permit was certainly still in flight then.
-            inside = now()
-        # Stamped after the block: the permit has left the in-flight set by now.
-        if p.admitted:
-            log.append(("permit", cid, entered, now(), inside))
-        elif p.reason in gone:
-            if i == frontier:
-                frontier += 1
+
+    def __init__(
+        self,
+        gate: DeliveryGate,
+        ids: list[str],
+        *,
+        seed: int,
+        log: list[tuple[Any, ...]],
+        hold: Callable[[random.Random], float],
+    ) -> None:
+        super().__init__(gate)
+        self.targets = [Target(i, cid, "email", Emission.MESSAGE) for i, cid in enumerate(ids)]
+        self.rnd, self.log, self._hold = random.Random(seed), log, hold
+        self.frontier = 0
+
+    def batch(self) -> list[Target]:
+        if self.frontier >= len(self.targets):
+            return []
+        return [self.targets[min(self.frontier + self.rnd.randrange(8), len(self.targets) - 1)]]
+
+    def hold(self) -> float:
+        return self._hold(self.rnd)  # rendering the message
+
+    def sent(self, target: Target, entered: float, at: float) -> None:
+        self.log.append(("sent", target.campaign_id, entered, at))
+
+    def left(self, target: Target, permit: Any, sent: bool, stamps: tuple[float, ...]) -> None:
+        entered, inside, left = stamps
+        if permit.admitted:
+            self.log.append(("permit", target.campaign_id, entered, left, inside))
+        elif permit.reason in _GONE:
+            if target.index == self.frontier:
+                self.frontier += 1
         else:
             time.sleep(0.0005)
 
@@ -282,10 +245,7 @@ def _run_threads(
     log: list[tuple[Any, ...]] = []  # list.append is atomic: the threads share it
     threads = [
         threading.Thread(
-            target=emit_loop,
-            args=(gate, ids),
-            kwargs={"seed": s, "stop": stop, "log": log, "hold": hold},
-            daemon=True,
+            target=Chasing(gate, ids, seed=s, log=log, hold=hold).run, args=(stop,), daemon=True
         )
         for s in seeds
     ]
@@ -294,9 +254,14 @@ def _run_threads(
     return threads, log
 
 
-def worker_main(config_json: str, index: int, out: str, ready: Any, stop: Any) -> None:
-    """A worker process: its own registry and gate, ``threads`` emitting threads."""
-    config = RaceConfig.from_json(config_json)
+def worker_main(config_json: str, index: int, out: str, states: Any, stop: Any) -> None:
+    """A worker process in slot ``index`` of ``states``: its own registry and gate,
+    ``threads`` emitting threads."""
+    body = functools.partial(_worker, RaceConfig.from_json(config_json), index, out, states, stop)
+    in_slot(states, index, Path(out).parent, body)
+
+
+def _worker(config: RaceConfig, index: int, out: str, states: Any, stop: Any) -> None:
     if not config.probe:
         from delivery_gate import _refresh
 
@@ -304,7 +269,7 @@ def worker_main(config_json: str, index: int, out: str, ready: Any, stop: Any) -
     reg = open_registry(f"sqlite:///{config.path}")
     cls: type[DeliveryGate] = DeliveryGate
     if config.variant is Variant.LEASE_AFTER_READ:
-        _slow_reads(reg, config.slow_read)
+        slow_reads(reg, config.slow_read)
         cls = LeaseAfterReadGate
     elif config.variant is Variant.ACK_BEFORE_DRAIN:
         cls = AckBeforeDrainGate
@@ -313,7 +278,7 @@ def worker_main(config_json: str, index: int, out: str, ready: Any, stop: Any) -
     seeds = [config.seed * 1000 + index * 10 + t for t in range(config.threads)]
     hold = functools.partial(_uniform_hold, config.hold)
     threads, log = _run_threads(gate, ids, seeds, stop.is_set, hold)
-    ready.set()
+    states[index] = RUNNING
     for t in threads:
         t.join()
     gate.close()
@@ -350,16 +315,14 @@ def run_archiver(
     running, log = _run_threads(gate, order(planned), seeds, done.is_set, _local_hold)
     go.wait()
     rnd = random.Random(seed)
-    calls: list[tuple[Any, ...]] = []
+    calls: list[list[Any]] = []
     for g in planned:
         time.sleep(rnd.uniform(0.01, 0.06))  # let the emitters reach this group
-        called = now()
-        archived = silence(reg, g)
-        returned = now()
-        # How the call reached its promise (acknowledged, lease): the checker holds an
-        # acknowledged call to the stronger promise (no permit in flight anywhere).
-        outcome = reg.last_wait.outcome if reg.last_wait is not None else None
-        calls.append((g.how, archived, called, returned, outcome))
+        # The action keeps how the call reached its promise (acknowledged, lease): the
+        # checker holds an acknowledged call to the stronger promise (no permit in flight
+        # anywhere).
+        kind = "stop" if g.how.startswith("stop") else "archive"
+        calls.append(timed(reg, kind, g.how, functools.partial(silence, reg, g)).to_list())
     done.set()
     for t in running:
         t.join()
@@ -368,122 +331,26 @@ def run_archiver(
     Path(out).write_text(json.dumps({"calls": calls, "local": log}))
 
 
-# -- the run and the checker ----------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class Report:
-    """What a run did, and what the checker found.
-
-    Attributes:
-        archives: Campaigns archived (hundreds per run).
-        calls: Archive calls made.
-        sends: Emissions sent (still_valid() was true), all processes and threads.
-        in_flight_at_call: Local admitted permits in flight when an archive of their
-            campaign was called: the drain had to wait for each of them.
-        violations: Each a description; the guarantee holds iff this is empty.
-    """
-
-    archives: int
-    calls: int
-    sends: int
-    in_flight_at_call: int
-    violations: list[str]
-
-
-def check(calls: list[Any], remote: list[list[Any]], local: list[Any]) -> Report:
-    """Assert the guarantee on a run's events."""
-    returned: dict[str, float] = {}
-    called: dict[str, float] = {}
-    acknowledged: set[str] = set()
-    for _how, ids, t_call, t_return, *outcome in calls:
-        for cid in ids:
-            if cid not in returned and outcome == ["acknowledged"]:
-                acknowledged.add(cid)
-            returned.setdefault(cid, t_return)
-            called.setdefault(cid, t_call)
-    violations: list[str] = []
-    sends = 0
-    for log in remote:
-        # The stronger promise of an acknowledged call: no permit admitted before it was
-        # still inside its block, in any process, after it returned.
-        for kind, cid, t_enter, _t_exit, *inside in log:
-            if kind == "permit" and cid in acknowledged and t_enter < returned[cid] < inside[0]:
-                violations.append(
-                    f"{cid}: a permit in another process was still in flight after its "
-                    f"acknowledged archive returned ({inside[0] - returned[cid]:.4f}s more)"
-                )
-    for log in [*remote, local]:
-        for kind, cid, _t_enter, t, *_ in log:
-            if kind != "sent":
-                continue
-            sends += 1
-            if cid in returned and t > returned[cid]:
-                violations.append(f"{cid} sent {t - returned[cid]:.4f}s after its archive returned")
-    in_flight = 0
-    for kind, cid, t_enter, t_exit, *_ in local:
-        if kind != "permit" or cid not in returned:
-            continue
-        if t_enter < called[cid] < t_exit:
-            in_flight += 1
-        if t_enter < returned[cid] < t_exit:
-            violations.append(
-                f"{cid}: archive returned with a local permit still in flight "
-                f"({t_exit - returned[cid]:.4f}s more)"
-            )
-    return Report(
-        archives=len(returned),
-        calls=len(calls),
-        sends=sends,
-        in_flight_at_call=in_flight,
-        violations=violations,
-    )
+# -- the run ------------------------------------------------------------------------------
 
 
 def run(config: RaceConfig, workdir: Path, *, timeout: float = 120.0) -> Report:
     """Set up the store, run the workers and the archiver, and check their events."""
     setup(config)
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    go = ctx.Event()
+    pool = Pool(config.workers, workdir)
+    go = pool.ctx.Event()
     text = config.to_json()
-    readies = []
-    workers = []
-    for i in range(config.workers):
-        ready = ctx.Event()
-        p = ctx.Process(
-            target=worker_main, args=(text, i, str(workdir / f"w{i}.json"), ready, stop)
-        )
-        p.start()
-        readies.append(ready)
-        workers.append(p)
-    archiver = ctx.Process(target=archiver_main, args=(text, str(workdir / "a.json"), go))
-    archiver.start()
-    try:
-        for r in readies:
-            if not r.wait(timeout):
-                raise RuntimeError("a worker did not start")
+    with pool.running(join_timeout=timeout):
+        for i in range(config.workers):
+            pool.start(worker_main, text, i, str(workdir / f"w{i}.json"), pool.states, pool.stop)
+        archiver = pool.start(archiver_main, text, str(workdir / "a.json"), go)
+        pool.wait_running(timeout)
         go.set()
         archiver.join(timeout)
         if archiver.exitcode != 0:
             raise RuntimeError(f"the archiver failed (exit code {archiver.exitcode})")
-    finally:
-        stop.set()
-        for p in [*workers, archiver]:
-            p.join(timeout)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    if any(p.exitcode != 0 for p in workers):
-        raise RuntimeError(f"a worker failed: {[p.exitcode for p in workers]}")
+    if any(code != 0 for code in pool.exitcodes()):
+        raise RuntimeError(f"a worker failed: {pool.exitcodes()}")
     archived = json.loads((workdir / "a.json").read_text())
     remote = [json.loads((workdir / f"w{i}.json").read_text()) for i in range(config.workers)]
     return check(archived["calls"], remote, archived["local"])
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
