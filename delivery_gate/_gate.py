@@ -95,8 +95,9 @@ class DeliveryGate:
     """The check every pipeline makes before it emits a message or an in-app impression.
 
     The gate holds an in-memory view of which campaigns may send, under a lease: the time
-    taken *before* its last successful refresh read started, plus the lease. A check is a
-    clock read, a dict lookup and an index; past the lease it denies (STALE, or
+    taken *before* its last successful refresh read started, plus the lease. An admitted
+    check is one clock read compared with that deadline and two dict lookups (the
+    campaign's verdict row, then the channel in it); past the lease it denies (STALE, or
     STORE_UNAVAILABLE while refreshes fail). A daemon thread refreshes every ``refresh``
     seconds: a cheap version probe, and on change only the records changed since the last
     sequence number. Changes made through ``registry`` reach the gate before the
@@ -316,9 +317,10 @@ class DeliveryGate:
             The `Decision`: admitted with RUNNING, or denied with the reason.
         """
         try:
-            # Hot path: one clock read, two dict lookups. Anything unusual (stale,
-            # unknown, denied, malformed, another kind) raises or misses and takes the
-            # slow path below, which classifies it.
+            # The hot path (see the class docstring): one clock read compared with the
+            # deadline, two dict lookups. Anything unusual (stale, unknown, denied,
+            # malformed, another kind) raises or misses and takes the slow path below,
+            # which classifies it.
             if kind is _MESSAGE and self._now() < self._deadline:
                 return self._rows[campaign_id][channel]  # type: ignore[index]
         except Exception:

@@ -85,6 +85,7 @@ class Permit:
                 time.sleep(0)
         return self
 
+    # The three parameters written out (not `*exc`): no tuple packed per permit exit.
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
