@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from campaign_states import Campaign, Channel, Registry, State, open_registry
-from campaign_states.stores import ChangeBatch, GateReader, Reader, SQLiteStore
+from campaign_states.stores import Reader, SQLiteStore
 from delivery_gate import DeliveryGate
 
 QUICK = os.environ.get("BENCH_GATE_QUICK") == "1"
@@ -242,23 +242,6 @@ def _fill_sqlite(path: Path, n: int) -> Registry:
     return reg
 
 
-class _RecordsOnly:
-    """A reader without ``gate_rows_since``: the gate takes its record path (as on a store
-    that does not offer rows), for the comparison."""
-
-    def __init__(self, inner: Reader) -> None:
-        self._inner = inner
-
-    def version_token(self) -> object:
-        return self._inner.version_token()
-
-    def changes_since(self, seq: int) -> ChangeBatch:
-        return self._inner.changes_since(seq)
-
-    def close(self) -> None:
-        self._inner.close()
-
-
 def _timed_load(reg: Registry) -> float:
     gc.collect()
     t = time.perf_counter()
@@ -282,8 +265,8 @@ def _timed_read(reader: Reader, read: str) -> float:
 
 
 def bench_million(path: Path | None = None) -> None:
-    """Load 1,000,000 campaigns from SQLite into a gate: time (rows path, and the record
-    path for comparison) and memory held. ``path``: an existing store to load from."""
+    """Load 1,000,000 campaigns from SQLite into a gate: time and memory held. ``path``: an
+    existing store to load from."""
     n = 1_000_000
     with tempfile.TemporaryDirectory() as d:
         if path is None:
@@ -293,16 +276,10 @@ def bench_million(path: Path | None = None) -> None:
         else:
             reg = Registry(SQLiteStore(path))
         reader = reg.open_reader()
-        assert isinstance(reader, GateReader)
         read_rows = min(_timed_read(reader, "gate_rows_since") for _ in range(2))
-        read_records = _timed_read(reader, "changes_since")
         reader.close()
         # Best of two: the machine is shared, and the first load also warms the page cache.
         load = min(_timed_load(reg) for _ in range(2))
-        plain = reg.open_reader
-        reg.open_reader = lambda: _RecordsOnly(plain())  # type: ignore[method-assign]
-        load_records = _timed_load(reg)
-        reg.open_reader = plain  # type: ignore[method-assign]
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         gate = DeliveryGate(reg, background_refresh=False)
@@ -315,12 +292,7 @@ def bench_million(path: Path | None = None) -> None:
             f"{per:5.1f} B per campaign held (target <= 200 B), "
             f"peak while loading {(peak - before) / n:5.0f} B per campaign"
         )
-        print(
-            f"  of which the store read (gate_rows_since(0)) {read_rows:4.2f} s; "
-            f"the record path (changes_since(0), a store without rows) loads in "
-            f"{load_records:4.2f} s = {load_records / load:3.1f}x, its read alone "
-            f"{read_records:4.2f} s"
-        )
+        print(f"  of which the store read (gate_rows_since(0)) {read_rows:4.2f} s")
         gate.close()
         reg.close()
 

@@ -24,7 +24,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-__all__ = ["read_batch", "split_function"]
+__all__ = ["decide_each", "read_batch", "split_function"]
 
 log = logging.getLogger("delivery_gate")
 
@@ -169,3 +169,29 @@ def split_function(key: Callable[[Any], Any] | None) -> SplitFunction:
     if _exactly(args, "campaign_id", "channel"):
         return _split_keys
     return _split_fields(operator.itemgetter(args[0]), operator.itemgetter(args[1]))
+
+
+def decide_each(
+    items: Sequence[Any],
+    key: Callable[[Any], Any] | None,
+    kind: object,
+    check: Callable[[object, object, object], Any],
+    observe_invalid: Callable[[object, object], None] | None,
+) -> tuple[list[Any], list[Any]]:
+    """The per-item path: each item through ``check`` (observed, counted, any kind).
+
+    An item whose key raises or gives no ``(campaign_id, channel)`` pair is denied
+    (INVALID_REQUEST, passed to ``observe_invalid`` when there is an observer).
+    """
+    admitted: list[Any] = []
+    denied: list[Any] = []
+    for m in items:
+        try:
+            cid, ch = m if key is None else key(m)
+        except Exception:
+            if observe_invalid is not None:
+                observe_invalid(m, kind)
+            denied.append(m)
+            continue
+        (admitted if check(cid, ch, kind).admitted else denied).append(m)
+    return admitted, denied

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -11,28 +10,27 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import Any, Final, TypeGuard
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Final, TypeGuard
 
 from campaign_states import (
     AsyncRegistry,
     Emission,
-    LeaseSettings,
     Registry,
     SystemClock,
     open_registry,
     well_formed_id,
 )
-from campaign_states.stores import GateRowBatch, Reader
 
 from ._decision import Decision, Reason, channel_index, decision
-from ._filter import read_batch, split_function
+from ._filter import decide_each, read_batch, split_function
+from ._inflight import InFlight, backoff
 from ._listener import Listener
 from ._metrics import DecisionObserver
 from ._permit import Permit
-from ._refresh import Refreshing
+from ._refresh import GateStatus, Refresher
 from ._results import ResultsBuffer
+from ._settings import check_against_store, seconds, wanted
 from ._snapshot import Snapshot
 from .exceptions import (
     DeliveryBlockedError,
@@ -55,7 +53,6 @@ _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
 
 # Every open gate, for the fork hook below.
 _gates: weakref.WeakSet[DeliveryGate] = weakref.WeakSet()
-_abandoned: list[object] = []
 
 
 def _after_fork_in_child() -> None:
@@ -94,26 +91,13 @@ def _valid_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and well_formed_id(value)
 
 
-def _seconds(name: str, value: object, low: float = 0.0, high: float = math.inf) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise GateSettingsError(f"{name} must be a number of seconds, not {value!r}.")
-    if not math.isfinite(value) or value <= 0:
-        raise GateSettingsError(f"{name} must be finite and > 0 seconds, not {value!r}.")
-    if not low <= value <= high:
-        raise GateSettingsError(
-            f"{name} must be between {low:g} and {high:g} seconds, not {value!r}."
-        )
-    return float(value)
-
-
-class DeliveryGate(Refreshing):
+class DeliveryGate:
     """The check every pipeline makes before it emits a message or an in-app impression.
 
     The gate holds an in-memory view of which campaigns may send, under a lease: the time
-    taken *before* its last successful refresh read started, plus the lease. A check is a
-    clock read, a dict lookup and an index; past the lease it denies (STALE, or
+    taken *before* its last successful refresh read started, plus the lease. An admitted
+    check is one clock read compared with that deadline and two dict lookups (the
+    campaign's verdict row, then the channel in it); past the lease it denies (STALE, or
     STORE_UNAVAILABLE while refreshes fail). A daemon thread refreshes every ``refresh``
     seconds: a cheap version probe, and on change only the records changed since the last
     sequence number. Changes made through ``registry`` reach the gate before the
@@ -146,9 +130,10 @@ class DeliveryGate(Refreshing):
         TypeError: ``registry`` is not a `campaign_states.Registry`.
     """
 
-    # The gate's state is set in one place so the hot path reads plain attributes; moving the
-    # refresher into its own object (issue 12, item 4) is what will shorten this.
-    def __init__(  # noqa: PLR0915
+    # The refresher's class: the test suites' deliberately broken gates replace it.
+    _refresher_type: ClassVar[type[Refresher]] = Refresher
+
+    def __init__(
         self,
         registry: Registry | AsyncRegistry,
         *,
@@ -167,36 +152,26 @@ class DeliveryGate(Refreshing):
                 f"DeliveryGate needs a campaign_states.Registry, not "
                 f"{type(registry).__name__}; or use DeliveryGate.open(url)."
             )
-        self._want_lease = _seconds(
-            "lease", lease, LeaseSettings.MIN_LEASE, LeaseSettings.MAX_LEASE
-        )
-        self._want_refresh = _seconds(
-            "refresh", refresh, LeaseSettings.MIN_REFRESH, LeaseSettings.MAX_LEASE
-        )
-        self._close_timeout = _seconds("close_timeout", close_timeout) or 30.0
-        if self._want_lease and self._want_refresh and self._want_refresh >= self._want_lease:
-            raise GateSettingsError(
-                f"refresh ({refresh}s) must be shorter than lease ({lease}s): the gate would "
-                "lapse between refreshes."
-            )
+        want_lease, want_refresh = wanted(lease, refresh)
+        self._close_timeout = seconds("close_timeout", close_timeout) or 30.0
         if on_decision is not None and not callable(on_decision):
             raise GateSettingsError(f"on_decision must be callable, not {on_decision!r}.")
         self.registry = registry
         clock = registry.clock
-        # The hot path reads the clock through one C call when it is the system clock.
+        # What the hot path reads, as plain attributes of the gate: the clock (one C call
+        # when it is the system clock), the deadline the refresher publishes here, the
+        # view's rows (the very dict the snapshot updates in place) and the permits in
+        # flight (the very set). Everything else lives in the parts below.
         self._now: Callable[[], float] = (
             functools.partial(time.clock_gettime, _BOOTTIME)
             if type(clock) is SystemClock and _BOOTTIME is not None
             else clock.now
         )
+        self._deadline = -math.inf
         self._snapshot = Snapshot()
         self._rows = self._snapshot.rows
-        self._deadline = -math.inf
-        self._live: set[Permit] = set()
-        # How many drains (archives, stops, close) are waiting for permits; read without
-        # the lock by denied permits, as a hint to yield (see Permit.__enter__).
-        self._draining = 0
-        self._draining_lock = threading.Lock()
+        self._in_flight = InFlight()
+        self._live = self._in_flight.live
         self._results = ResultsBuffer(registry)
         self._slots = self._results.slots
         self._on_decision = on_decision
@@ -207,25 +182,17 @@ class DeliveryGate(Refreshing):
             self._fast_kind = object()
             self.check = self._check_observed  # type: ignore[method-assign]
         self._owns_registry = False
-        self._closed = False
-        self._failing = False
-        self._failures = 0
-        self._last_error: str | None = None
-        self._settings: LeaseSettings | None = None
-        self._seq = 0
-        self._token: object = object()
-        self._reader: Reader | None = None
-        self._gate_rows: Callable[[int], GateRowBatch] | None = None
-        self._refresh_lock = threading.Lock()
-        self._stop = threading.Event()
-        # Registration (DESIGN 2.1): the first refresh registers before it reads.
-        self._table = None
-        self._table_known = False
-        self._gate_id = None
-        self._acked = 0
-        self._ack_waiting = []
-        self._thread: threading.Thread | None = None
-        self._listener = Listener(self)
+        self._refresher = self._refresher_type(
+            registry,
+            self,
+            self._snapshot,
+            self._in_flight,
+            self._results,
+            now=self._now,
+            lease=want_lease,
+            refresh=want_refresh,
+        )
+        self._listener = Listener(self._snapshot, self._refresher, self._in_flight)
         # Subscribe before the first read: a change made through the registry meanwhile
         # reaches us either by apply or by the read, and the newer version wins.
         registry.subscribe(self._listener)
@@ -233,24 +200,10 @@ class DeliveryGate(Refreshing):
             # The store's settings are known only once a refresh has read them; if the first
             # fails, the checks against them cannot be made (the gate denies meanwhile).
             if self.refresh():
-                store_lease = self._store_settings().lease
-                if self._want_lease is not None and self._want_lease > store_lease:
-                    raise GateSettingsError(
-                        f"lease ({lease}s) is longer than the store's ({store_lease}s): an "
-                        "archive waits only the store's lease, so this gate could still admit "
-                        "after it returned. Use a lease <= the store's, or raise the store's "
-                        "with Registry.set_lease_settings()."
-                    )
-                in_force = self._lease()
-                if self._want_refresh is not None and self._want_refresh >= in_force:
-                    raise GateSettingsError(
-                        f"refresh ({refresh}s) must be shorter than the lease in force "
-                        f"({in_force:g}s, {'this gate' if lease is not None else 'the store'}'s):"
-                        " the gate would lapse between refreshes."
-                    )
+                check_against_store(self._refresher, lease, refresh)
         except BaseException:
-            self._shutdown_reader()
-            self._deregister()
+            self._refresher.shutdown_reader()
+            self._refresher.deregister()
             registry.unsubscribe(self._listener)
             raise
         if background_refresh:
@@ -258,43 +211,63 @@ class DeliveryGate(Refreshing):
         _gates.add(self)
 
     def _start_refresher(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="delivery-gate-refresh", daemon=True)
-        self._thread.start()
+        self._refresher.start(self._renew)
+
+    def _renew(self) -> object:
+        # `self.refresh` looked up per call: an instrumented gate shadows it later (see
+        # `Refresher.start`).
+        return self.refresh()
 
     def _after_fork_in_child(self) -> None:
         """In a child forked from this gate's process: start over as a gate of its own.
 
-        The refresher thread did not survive the fork, the reader's connection is the
-        parent's, locks may have been held by parent threads, the queued deliveries are the
-        parent's to record, and the view was the parent's: deny until a read of the child's
-        own. The store's connections were already replaced (campaign_states registers its
-        fork hook first, and at-fork hooks run in registration order).
+        The refresher starts over (`Refresher.after_fork`: a new thread, reader and
+        registration, denying until a read of the child's own); the permits in flight and
+        the queued deliveries are the parent's. The store's connections were already
+        replaced (campaign_states registers its fork hook first, and at-fork hooks run in
+        registration order).
         """
         if self._closed:
             return
-        self._refresh_lock = threading.Lock()
-        self._draining_lock = threading.Lock()
-        self._draining = 0
-        self._stop = threading.Event()
-        self._deadline = -math.inf
-        self._token = object()
-        self._seq = 0
-        # A new gate: the parent's row is the parent's. The child registers anew (on the
-        # store's reopened gate table) before its first read.
-        self._table = None
-        self._table_known = False
-        self._gate_id = None
-        self._acked = 0
-        self._ack_waiting = []
-        # Abandoned, never closed: closing could end the parent's session (see
-        # campaign_states' fork notes); kept referenced so no finalizer closes it.
-        _abandoned.append(self._reader)
-        self._reader = None
-        self._gate_rows = None
-        self._live = set()
+        self._in_flight.after_fork()
         self._results.forget()
-        if self._thread is not None:
-            self._start_refresher()
+        self._refresher.after_fork()
+
+    # -- the refresher's side (`Refresher`) ----------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Refresh the view now (the background thread does this every ``refresh`` s).
+
+        Returns:
+            Whether it succeeded (the lease was renewed). Never raises.
+        """
+        return self._refresher.refresh()
+
+    def probe(self) -> None:
+        """Between refreshes: install changes if the store changed, and acknowledge them.
+
+        Never extends the lease (only a refresh, through a heartbeat, does). Never raises.
+        """
+        self._refresher.probe()
+
+    def status(self) -> GateStatus:
+        """The gate's health now."""
+        return self._refresher.status()
+
+    @property
+    def _closed(self) -> bool:
+        return self._refresher.closed
+
+    @property
+    def _gate_id(self) -> str | None:
+        # The id this gate registered under, for tests and tools that look at the table.
+        return self._refresher.registration.gate_id
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        # The refresher's thread, for tests that check it runs (after a fork, say).
+        loop = self._refresher.loop
+        return None if loop is None else loop.thread
 
     @classmethod
     def open(
@@ -344,9 +317,10 @@ class DeliveryGate(Refreshing):
             The `Decision`: admitted with RUNNING, or denied with the reason.
         """
         try:
-            # Hot path: one clock read, two dict lookups. Anything unusual (stale,
-            # unknown, denied, malformed, another kind) raises or misses and takes the
-            # slow path below, which classifies it.
+            # The hot path (see the class docstring): one clock read compared with the
+            # deadline, two dict lookups. Anything unusual (stale, unknown, denied,
+            # malformed, another kind) raises or misses and takes the slow path below,
+            # which classifies it.
             if kind is _MESSAGE and self._now() < self._deadline:
                 return self._rows[campaign_id][channel]  # type: ignore[index]
         except Exception:
@@ -359,7 +333,8 @@ class DeliveryGate(Refreshing):
             if index is None or not _valid_id(campaign_id):
                 return _INVALID
             if not self._now() < self._deadline:
-                return _UNAVAILABLE if self._failing or self._closed else _STALE
+                r = self._refresher
+                return _UNAVAILABLE if r.failing or r.closed else _STALE
             row = self._rows.get(campaign_id)
             if row is None:
                 return _UNKNOWN
@@ -433,30 +408,19 @@ class DeliveryGate(Refreshing):
                 self._observe_invalid(batch, kind)
             return [], [batch]
         if kind is not _MESSAGE or self._on_decision is not None:
-            return self._filter_slow(items, key, kind)
+            return self._decide_each(items, key, kind)
         if not self._now() < self._deadline:
             return [], list(items)
         try:
             return split_function(key)(items, self._rows)
         except Exception:
-            return self._filter_slow(items, key, kind)
+            return self._decide_each(items, key, kind)
 
-    def _filter_slow(
+    def _decide_each(
         self, items: list[Any], key: Callable[[Any], Any] | None, kind: object
     ) -> tuple[list[Any], list[Any]]:
-        admitted: list[Any] = []
-        denied: list[Any] = []
-        for m in items:
-            try:
-                cid, ch = m if key is None else key(m)
-            except Exception:
-                d = _INVALID
-                if self._on_decision is not None:
-                    self._observe_invalid(m, kind)
-            else:
-                d = self.check(cid, ch, kind)
-            (admitted if d.admitted else denied).append(m)
-        return admitted, denied
+        observe = self._observe_invalid if self._on_decision is not None else None
+        return decide_each(items, key, kind, self.check, observe)
 
     def _observe_invalid(self, item: object, kind: object) -> None:
         try:
@@ -496,14 +460,7 @@ class DeliveryGate(Refreshing):
         if self._closed:
             return
         _refuse_on_loop()
-        waiting = self._begin_close()
-        end = time.monotonic() + self._close_timeout
-        pause = 0.0002
-        with self._draining_scope():
-            while waiting and time.monotonic() < end:
-                time.sleep(pause)
-                pause = min(pause * 2, 0.005)
-                waiting = self._still_in(waiting)
+        waiting = self._in_flight.wait_for(self._begin_close(), self._close_timeout)
         self._finish_close(waiting)
 
     async def aclose(self) -> None:
@@ -522,57 +479,34 @@ class DeliveryGate(Refreshing):
             return
         # Taking the refresh lock may wait for a refresh read in progress: off the loop.
         waiting = await asyncio.to_thread(self._begin_close)
-        end = time.monotonic() + self._close_timeout
-        pause = 0.0002
-        with self._draining_scope():
-            while waiting and time.monotonic() < end:
+        in_flight = self._in_flight
+        with in_flight.draining_scope():
+            for pause in backoff(time.monotonic() + self._close_timeout):
+                waiting = in_flight.still_in(waiting)
+                if not waiting:
+                    break
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.005)
-                waiting = self._still_in(waiting)
         await asyncio.to_thread(self._finish_close, waiting)
-
-    @contextlib.contextmanager
-    def _draining_scope(self) -> Iterator[None]:
-        """While a drain waits for permits: denied permits yield the GIL to those in flight."""
-        # A lock, not `+=` under the GIL: two drains at once must not lose a count.
-        with self._draining_lock:
-            self._draining += 1
-        try:
-            yield
-        finally:
-            with self._draining_lock:
-                self._draining -= 1
 
     def _begin_close(self) -> list[Permit]:
         """Deny from now on; the permits that may have been admitted before that."""
-        with self._refresh_lock:
-            self._closed = True
-            self._deadline = -math.inf
-        self._stop.set()
+        self._refresher.close()
         # Taken after the deadline fell: a permit registered later reads the fallen
         # deadline when it decides (it registers before deciding) and is denied, so only
-        # the permits in this snapshot can have been admitted. set.copy() is one C call
-        # under the GIL: a consistent snapshot.
-        return list(self._live.copy())
-
-    def _still_in(self, permits: list[Permit]) -> list[Permit]:
-        # Permits hash by identity: whether this very permit is still inside its block.
-        live = self._live
-        return [p for p in permits if p in live]
+        # the permits in this snapshot can have been admitted.
+        return self._in_flight.now()
 
     def _finish_close(self, waiting: list[Permit]) -> None:
         # Permits of the snapshot still deciding are denied and leave by themselves; only
         # the admitted ones still inside their block are in flight.
         in_flight = sum(1 for p in waiting if p.decision.admitted and p in self._live)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        self._refresher.join()
         if not in_flight:
             # Drained and denying: archives need not wait for us any more. With permits
             # still in flight the row stays, and archives wait out our lease instead.
-            with self._refresh_lock:
-                self._deregister()
+            self._refresher.deregister()
         self.registry.unsubscribe(self._listener)
-        self._shutdown_reader()
+        self._refresher.shutdown_reader()
         error: Exception | None = None
         try:
             self._results.flush()
@@ -597,23 +531,13 @@ class DeliveryGate(Refreshing):
     def __enter__(self) -> DeliveryGate:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     async def __aenter__(self) -> DeliveryGate:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:

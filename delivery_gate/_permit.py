@@ -76,7 +76,7 @@ class Permit:
             self._slot = slot if slot >= 0 else slot_of(self.channel, self.kind)
         else:
             g._live.discard(self)
-            if g._draining:
+            if g._in_flight.draining:
                 # An archive, stop or close is waiting for the permits admitted before it.
                 # Senders that keep asking (and being denied) would hold the GIL and starve
                 # the threads that must finish those sends; yielding here, on the denial
@@ -85,6 +85,7 @@ class Permit:
                 time.sleep(0)
         return self
 
+    # The three parameters written out (not `*exc`): no tuple packed per permit exit.
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

@@ -1,7 +1,10 @@
 """The gate's lease: refreshing its view from the store, and what happens when that fails.
 
-`Refreshing` is mixed into `DeliveryGate`, so the hot path reads the deadline as one
-attribute of the gate itself.
+A `Refresher` owns everything about the lease and the gate's registration (DESIGN 2.1):
+the reader, the sequence the view is up to, the heartbeat and the acknowledgement, the
+background thread. Of all that, the gate's hot path reads one number, the deadline, which
+the refresher publishes on the gate itself (`LeaseHolder`): a check reads an attribute of
+the gate, not of this object.
 """
 
 from __future__ import annotations
@@ -9,30 +12,29 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import attrs
 
-from campaign_states import GateTable, LeaseSettings, Registry, State
+from campaign_states import LeaseSettings, Registry, State
 from campaign_states.exceptions import StoreReplacedError, StoreUnavailableError
-from campaign_states.stores import ChangeBatch, GateRowBatch, Reader
+from campaign_states.stores import GateRowBatch, Reader
 
-from ._decision import Row
-from ._results import FLUSH_AT, ResultsBuffer
+from ._loop import RefreshLoop
+from ._registration import Registration
+from ._results import ResultsBuffer
 from ._snapshot import Snapshot
 
-__all__ = ["GateStatus", "Refreshing"]
+if TYPE_CHECKING:
+    from ._inflight import InFlight
+
+__all__ = ["GateStatus", "LeaseHolder", "Refresher"]
 
 log = logging.getLogger("delivery_gate")
 
 # After this many failed refreshes in a row, the reader is closed and reopened.
 _REOPEN_AFTER: Final = 3
-# Results are recorded at least this often (seconds), or at FLUSH_AT completed permits.
-_FLUSH_EVERY: Final = 1.0
-# How often a refresher waiting for a notification checks whether the gate is closing.
-_STOP_CHECK: Final = 0.1
 # Between lease-renewing refreshes, a registered gate on a store without notifications
 # (SQLite) probes the store's change signal this often (seconds), so it sees an archive
 # and acknowledges it within a few milliseconds. A probe is one `PRAGMA data_version`
@@ -40,6 +42,10 @@ _STOP_CHECK: Final = 0.1
 # lease never depends on it.
 PROBE: Final = 0.005
 _RUNNING: Final = State.ACTIVE_RUNNING.value
+
+# Readers a forked child dropped: never closed (closing could end the parent's session,
+# see campaign_states' fork notes), kept referenced so that no finalizer closes them.
+_abandoned: list[object] = []
 
 
 @attrs.frozen(kw_only=True)
@@ -67,45 +73,78 @@ class GateStatus:
     closed: bool
 
 
-def _on(permit: Any, campaigns: set[str]) -> bool:
-    try:
-        return permit.campaign_id in campaigns
-    except Exception:
-        return False  # an unhashable id: never admitted
+class _RowReader(Protocol):
+    # Every shipped reader has it (`campaign_states.stores.Reader`); the gate reads no other.
+    def gate_rows_since(self, seq: int) -> GateRowBatch: ...
 
 
-class Refreshing:
-    """The refresh half of a gate (state set up by `DeliveryGate.__init__`)."""
+class LeaseHolder(Protocol):
+    """**Protocol:** where a refresher publishes its deadline (the gate).
 
-    registry: Registry
-    _now: Callable[[], float]
+    ``_deadline`` is the clock reading until which the view may be trusted: the one value
+    of the lease the hot path reads, as a plain attribute of the object it is called on.
+    Only the refresher writes it.
+    """
+
     _deadline: float
-    _snapshot: Snapshot
-    _rows: dict[str, Row]
-    _results: ResultsBuffer
-    _want_lease: float | None
-    _want_refresh: float | None
-    _closed: bool
-    _failing: bool
-    _failures: int
-    _last_error: str | None
-    _settings: LeaseSettings | None
-    _seq: int
-    _token: object
-    _reader: Reader | None
-    _gate_rows: Callable[[int], GateRowBatch] | None
-    _refresh_lock: threading.Lock
-    _stop: threading.Event
-    _live: set[Any]
-    _table: GateTable | None
-    _table_known: bool
-    _gate_id: str | None
-    _acked: int
-    _ack_waiting: list[Any]
-    # Set when the store's file was replaced (or its sequence went back): the next read is
-    # a full load into an emptied view. A class default: `DeliveryGate.__init__` need not
-    # know about it.
-    _reload: bool = False
+
+
+class Refresher:
+    """Keeps a gate's view leased: reads the store's changes into the snapshot, renews.
+
+    Args:
+        registry: The registry the gate follows (its store's reader and gate table).
+        holder: Where the deadline is published (the gate).
+        snapshot: The view the reads are installed into.
+        in_flight: The gate's permits in flight (an ack waits for those on what it silenced).
+        results: Flushed by the background loop.
+        now: The gate's clock (the one its checks compare the deadline with).
+        lease: The gate's own lease, or None for the store's.
+        refresh: The gate's own refresh period, or None for the store's.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        holder: LeaseHolder,
+        snapshot: Snapshot,
+        in_flight: InFlight,
+        results: ResultsBuffer,
+        *,
+        now: Callable[[], float],
+        lease: float | None,
+        refresh: float | None,
+    ) -> None:
+        self.registry = registry
+        self._holder = holder
+        self._snapshot = snapshot
+        self._in_flight = in_flight
+        self._results = results
+        self._now = now
+        self._want_lease = lease
+        self._want_refresh = refresh
+        holder._deadline = -math.inf
+        #: Set by `close`: refreshes refuse, the deadline stays fallen.
+        self.closed = False
+        #: Whether the last refresh failed (the gate then says STORE_UNAVAILABLE).
+        self.failing = False
+        self._failures = 0
+        self.last_error: str | None = None
+        self._settings: LeaseSettings | None = None
+        #: The store sequence the view is up to.
+        self.seq = 0
+        self._token: object = object()
+        self._reader: Reader | None = None
+        # Held by every refresh, probe and close: reads are serial, and a close never
+        # interleaves with an install or a renewal.
+        self._lock = threading.Lock()
+        # Set when the store's file was replaced (or its sequence went back): the next read
+        # is a full load into an emptied view.
+        self._reload = False
+        # Registration (DESIGN 2.1): the first refresh registers before it reads.
+        self.registration = Registration(registry, self._open_reader, in_flight)
+        #: The background thread, once started.
+        self.loop: RefreshLoop | None = None
 
     def refresh(self) -> bool:
         """Refresh the view now (the background thread does this every ``refresh`` s).
@@ -113,8 +152,8 @@ class Refreshing:
         Returns:
             Whether it succeeded (the lease was renewed). Never raises.
         """
-        with self._refresh_lock:
-            if self._closed:
+        with self._lock:
+            if self.closed:
                 return False
             # The lease is measured from *before* the heartbeat, which commits before the
             # read starts: the snapshot the read returns is at least this recent, so an
@@ -138,8 +177,8 @@ class Refreshing:
         Never extends the lease (only a refresh, through a heartbeat, does): a newer view
         installed under the old deadline is only more accurate. Never raises.
         """
-        with self._refresh_lock:
-            if self._closed or self._reader is None:
+        with self._lock:
+            if self.closed or self._reader is None:
                 return
             try:
                 self._pull()
@@ -148,91 +187,27 @@ class Refreshing:
                 return
             self._ack_if_drained()
 
-    def _gate_table(self) -> GateTable | None:
-        if not self._table_known:
-            table = self.registry.gate_table()
-            if table is not None:
-                # Through the gate's own reader connection when it offers one (PostgreSQL:
-                # one connection per gate process at rest), else the store's.
-                own = getattr(self._open_reader(), "gate_table", None)
-                if callable(own):
-                    table = own()
-            self._table = table
-            self._table_known = True
-        return self._table
-
     def _open_reader(self) -> Reader:
         if self._reader is None:
             self._reader = self.registry.open_reader()
-            # The rows path when the store offers it (`GateReader`): same changes, same
-            # decisions, without building a record per campaign.
-            self._gate_rows = getattr(self._reader, "gate_rows_since", None)
             # A version token means something only to the connection that produced it
             # (SQLite's data_version is per connection): a new reader always reads.
             self._token = object()
         return self._reader
 
     def _heartbeat(self) -> None:
-        """Register (first) or heartbeat, committed, before the read that follows.
+        """Register (first) or heartbeat, committed, before the read (`Registration`)."""
+        self.registration.heartbeat(self.lease(), self._drop_view)
 
-        Registration before the first read: an archiver reads the gate table after its
-        commit, so it either sees this gate (and waits for its ack or lease) or this gate
-        registered after that commit, and the read below sees the change.
-        """
-        table = self._gate_table()
-        if table is None:
-            return  # no other process reads this store (memory): nobody waits for us
-        lease, in_flight = self._lease(), len(self._live)
-        if self._gate_id is not None and table.heartbeat(
-            self._gate_id, lease=lease, in_flight=in_flight
-        ):
-            return
-        if self._gate_id is not None:
-            # Our row is gone: we were declared dead, so archives stopped waiting for us.
-            # Drop the view (deny everything) and register anew before reading again.
-            log.warning("delivery gate: registration lost (declared dead); re-registering")
-            self._invalidate_quietly()
-        self._gate_id = table.register(lease=lease, in_flight=in_flight)
-        self._acked = 0
-
-    def _invalidate_quietly(self) -> None:
-        self._deadline = -math.inf
+    def _drop_view(self) -> None:
+        # Deny everything, and read the store whole next time.
+        self._holder._deadline = -math.inf
         self._token = object()
-        self._seq = 0
-        self._acked = 0
-        self._gate_id = None
+        self.seq = 0
 
     def _ack_if_drained(self) -> None:
-        """Acknowledge the view's sequence once no permit on what it silenced is in flight.
-
-        Cumulative: one number covers every change up to it. Not durable (a lost ack only
-        makes an archive wait longer), so a failure is logged and retried next time.
-        """
-        gate_id, seq = self._gate_id, self._seq
-        if gate_id is None or seq <= self._acked or self._table is None:
-            return
-        if self._ack_waiting:
-            # Permits hash by identity: whether these very permits are still in their block.
-            live = self._live
-            self._ack_waiting = [p for p in self._ack_waiting if p in live]
-            if self._ack_waiting:
-                return  # not drained yet: the next probe looks again
-        try:
-            if not self._table.ack(gate_id, seq):
-                return  # declared dead: the next refresh re-registers
-        except Exception as e:
-            log.debug("delivery gate: ack failed (%s); retrying", e)
-            return
-        self._acked = seq
-
-    def _deregister(self) -> None:
-        gate_id, self._gate_id = self._gate_id, None
-        if gate_id is None or self._table is None:
-            return
-        try:
-            self._table.deregister(gate_id)
-        except Exception as e:
-            log.warning("delivery gate: deregistering failed (%s); its lease will lapse", e)
+        """Acknowledge the view's sequence once no permit on what it silenced is in flight."""
+        self.registration.ack_if_drained(self.seq)
 
     def _pull(self) -> None:
         """Probe the store's version; on change read what changed since our sequence."""
@@ -243,49 +218,48 @@ class Refreshing:
         # opened, raising StoreReplacedError otherwise: see _fail.)
         token = reader.version_token()
         if token != self._token:
-            batch: ChangeBatch | GateRowBatch
-            silenced: set[str]
-            if self._gate_rows is not None:
-                batch = self._gate_rows(self._seq)
-            else:
-                batch = reader.changes_since(self._seq)
-            if batch.seq < self._seq:
-                # This gate's reads are serial (under the refresh lock), and a live store's
-                # sequence never goes back: this one was restored in place (the backup API).
-                # Never install the older view; rows changed after the backup would be
-                # missed by a delta from our sequence: deny, and load it whole next time.
-                old = self._seq
-                self._start_reload()
-                raise StoreUnavailableError(
-                    f"the store's change sequence went back from {old} to {batch.seq} (a "
-                    "backup restored?); denying until the gate has reloaded it whole"
-                )
-            if self._reload:
-                self._snapshot.reset()
-                self._reload = False
-            if isinstance(batch, GateRowBatch):
-                self._snapshot.apply_rows(batch)
-                # What this view silenced: permits on these must drain before the ack.
-                silenced = {r[0] for r in batch.rows if r[1] != _RUNNING} if self._live else set()
-            else:
-                self._snapshot.apply(batch.campaigns, batch.segments)
-                silenced = {c.id for c in batch.campaigns if c.state is not State.ACTIVE_RUNNING}
-            if silenced and self._live:
-                # The permits that may have been admitted on the old view: in flight now
-                # (a permit registers before it decides; set.copy() is one C call, a
-                # consistent snapshot). Later ones decide on the installed view: denied.
-                self._ack_waiting.extend(p for p in self._live.copy() if _on(p, silenced))
-            self._seq = batch.seq
-            self._settings = batch.lease
-            self._token = token
+            self._install(self._read(reader), token)
+
+    def _read(self, reader: Reader) -> GateRowBatch:
+        """What changed since our sequence, as plain rows (no record per campaign)."""
+        return cast("_RowReader", reader).gate_rows_since(self.seq)
+
+    def _install(self, batch: GateRowBatch, token: object) -> None:
+        """Install a read into the view; permits on what it silenced must drain before
+        the ack. Called with the lock held."""
+        if batch.seq < self.seq:
+            # This gate's reads are serial (under the refresh lock), and a live store's
+            # sequence never goes back: this one was restored in place (the backup API).
+            # Never install the older view; rows changed after the backup would be
+            # missed by a delta from our sequence: deny, and load it whole next time.
+            old = self.seq
+            self._start_reload()
+            raise StoreUnavailableError(
+                f"the store's change sequence went back from {old} to {batch.seq} (a "
+                "backup restored?); denying until the gate has reloaded it whole"
+            )
+        if self._reload:
+            self._snapshot.reset()
+            self._reload = False
+        self._snapshot.apply(batch.rows, batch.segments)
+        if self._in_flight.live:
+            # After the apply, the permits that may have been admitted on the old view: in
+            # flight now (a permit registers before it decides; `on` takes a consistent
+            # snapshot). Later ones decide on the installed view: denied.
+            silenced = {r[0] for r in batch.rows if r[1] != _RUNNING}
+            if silenced:
+                self.registration.waiting.extend(self._in_flight.on(silenced))
+        self.seq = batch.seq
+        self._settings = batch.lease
+        self._token = token
 
     def _renew(self, started: float) -> None:
-        self._deadline = started + self._lease()
-        if self._failing:
+        self._holder._deadline = started + self.lease()
+        if self.failing:
             log.warning("delivery gate: store reachable again; admitting")
-        self._failing = False
+        self.failing = False
         self._failures = 0
-        self._last_error = None
+        self.last_error = None
 
     def _fail(self, error: BaseException) -> None:
         if isinstance(error, StoreReplacedError):
@@ -294,11 +268,11 @@ class Refreshing:
                 "reopening the path on the next refresh",
                 error.path,
             )
-        elif not self._failing:
+        elif not self.failing:
             log.warning("delivery gate: refresh failed (%s); denying once the lease lapses", error)
-        self._failing = True
+        self.failing = True
         self._failures += 1
-        self._last_error = f"{type(error).__name__}: {error}"
+        self.last_error = f"{type(error).__name__}: {error}"
         if isinstance(error, StoreReplacedError):
             # The path names another file now, or none: what this view holds may be wrong
             # in either direction (a restored file can have a campaign running that the old
@@ -307,112 +281,116 @@ class Refreshing:
             self._start_reload()
         elif self._failures % _REOPEN_AFTER == 0:
             # A connection can stay broken after the store came back: start afresh.
-            self._shutdown_reader()
+            self.shutdown_reader()
 
     def _start_reload(self) -> None:
         """Deny now; the next refresh opens a new reader and loads the store whole."""
-        self._deadline = -math.inf
-        self._seq = 0
+        self._holder._deadline = -math.inf
+        self.seq = 0
         self._token = object()
         self._reload = True
-        self._shutdown_reader()
+        self.shutdown_reader()
         # Our row's ack was of the other file's sequence: register anew (acked 0) before the
         # reload, so no archiver on the restored file counts it (see wait_for_gates' ceiling).
-        self._deregister()
-        self._acked = 0
+        self.registration.deregister()
 
-    def _invalidate(self, why: str) -> None:
+    def invalidate(self, why: str) -> None:
         """Deny everything until a refresh re-reads the store from scratch."""
         log.error("delivery gate: %s; denying until the next refresh", why, exc_info=True)
-        self._deadline = -math.inf
-        self._token = object()
-        self._seq = 0
+        self._drop_view()
 
-    def _store_settings(self) -> LeaseSettings:
+    def store_settings(self) -> LeaseSettings:
+        """The store's lease settings as last read (the defaults before any read)."""
         return self._settings if self._settings is not None else LeaseSettings()
 
-    def _lease(self) -> float:
-        store = self._store_settings().lease
+    def lease(self) -> float:
+        """The lease in force: the smaller of the gate's and the store's."""
+        store = self.store_settings().lease
         return store if self._want_lease is None else min(self._want_lease, store)
 
-    def _period(self) -> float:
-        period = self._want_refresh or self._store_settings().refresh
-        lease = self._lease()
+    def period(self) -> float:
+        """Seconds between renewals: the gate's or the store's, or half the lease if that
+        is not shorter than the lease."""
+        period = self._want_refresh or self.store_settings().refresh
+        lease = self.lease()
         return period if period < lease else lease / 2
 
-    def _run(self) -> None:
-        last_flush = time.monotonic()
-        renew_at = time.monotonic()  # the constructor refreshed; renew one period later
-        first = True
-        while not self._stop.is_set():
-            try:
-                now = time.monotonic()
-                if first:
-                    renew_at = now + self._period()
-                    first = False
-                elif now >= renew_at or self._failing:
-                    self.refresh()
-                    renew_at = time.monotonic() + self._period()
-                else:
-                    self.probe()
-                if len(self._results) >= FLUSH_AT or time.monotonic() - last_flush >= _FLUSH_EVERY:
-                    last_flush = time.monotonic()
-                    self._flush_quietly()
-                left = max(0.0, renew_at - time.monotonic())
-                wait = getattr(self._reader, "wait", None)
-                if callable(wait) and not self._failing:
-                    # PostgreSQL's LISTEN/NOTIFY may wake us early (then we probe);
-                    # correctness never depends on it (a lost notification just means
-                    # waiting out the period). Waited in slices so that close() is not
-                    # held up for a whole period.
-                    self._wait_for_notice(wait, left)
-                elif self._gate_id is not None and not self._failing:
-                    self._stop.wait(min(PROBE, left))
-                else:
-                    self._stop.wait(left)
-            except Exception:
-                log.exception("delivery gate: refresher error; retrying")
-                self._stop.wait(0.05)
+    # -- the background thread ---------------------------------------------------------------
 
-    def _wait_for_notice(self, wait: Callable[[float], object], period: float) -> None:
-        end = time.monotonic() + period
-        while not self._stop.is_set():
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            step = min(left, _STOP_CHECK)
-            started = time.monotonic()
-            wait(step)
-            if time.monotonic() - started < step * 0.9:
-                return  # woken early: a notification arrived
+    def start(self, renew: Callable[[], object]) -> None:
+        """Start the background thread; it renews the lease by calling ``renew``.
 
-    def _flush_quietly(self) -> None:
-        try:
-            self._results.flush()
-        except Exception as e:
-            log.warning("delivery gate: recording results failed (%s); will retry", e)
+        The gate passes a call of its own ``refresh``, looked up at each call: an
+        instrumented gate (`delivery_gate.otel`) shadows that method after this thread has
+        started, and its background refreshes are timed too. `PROBE` is read now: tests
+        and benchmarks that change it do so before they build their gates.
+        """
+        self.loop = RefreshLoop(self, self._results, renew, PROBE)
+
+    def notifications(self) -> Callable[[float], object] | None:
+        """The reader's wait for a change notification (PostgreSQL), or None."""
+        wait = getattr(self._reader, "wait", None)
+        return wait if callable(wait) else None
+
+    def close(self) -> None:
+        """Deny from now on and stop the background thread (`join` waits for it).
+
+        Under the lock: a refresh in progress finishes first, and none renews after this
+        (each checks `closed` under the same lock before reading).
+        """
+        with self._lock:
+            self.closed = True
+            self._holder._deadline = -math.inf
+        if self.loop is not None:
+            self.loop.stop.set()
+
+    def deregister(self) -> None:
+        """Drained and denying: archives need not wait for this gate any more."""
+        with self._lock:
+            self.registration.deregister()
+
+    def join(self) -> None:
+        """Wait for the background thread to end (after `close`), unless called on it."""
+        if self.loop is not None:
+            self.loop.join()
+
+    def after_fork(self) -> None:
+        """In a child forked from this gate's process: a refresher of its own, denying.
+
+        The thread did not survive the fork, the reader's connection is the parent's, the
+        lock may have been held by a parent thread, and the view was the parent's: deny
+        until a read of the child's own. The parent's registration is the parent's: the
+        child registers anew (on the store's reopened gate table) before its first read.
+        """
+        self._lock = threading.Lock()
+        self._holder._deadline = -math.inf
+        self._token = object()
+        self.seq = 0
+        self.registration.forget()
+        # Abandoned, never closed: closing could end the parent's session.
+        _abandoned.append(self._reader)
+        self._reader = None
+        if self.loop is not None:
+            self.start(self.loop.renew)
 
     def status(self) -> GateStatus:
         """The gate's health now."""
-        left = self._deadline - self._now()
+        left = self._holder._deadline - self._now()
         return GateStatus(
-            fresh=left > 0 and not self._closed,
+            fresh=left > 0 and not self.closed,
             seconds_left=left,
-            lease=self._lease(),
-            refresh=self._period(),
-            seq=self._seq,
-            campaigns=len(self._rows),
-            last_error=self._last_error,
-            closed=self._closed,
+            lease=self.lease(),
+            refresh=self.period(),
+            seq=self.seq,
+            campaigns=len(self._snapshot.rows),
+            last_error=self.last_error,
+            closed=self.closed,
         )
 
-    def _shutdown_reader(self) -> None:
+    def shutdown_reader(self) -> None:
+        """Close the reader (the next read opens a new one); never raises."""
         reader, self._reader = self._reader, None
-        self._gate_rows = None
-        if self._table is not None and self._table is not self.registry.gate_table():
-            # A table on the reader's connection goes with it (the row stays ours).
-            self._table = None
-            self._table_known = False
+        self.registration.reader_closed()
         if reader is not None:
             try:
                 reader.close()

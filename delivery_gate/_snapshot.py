@@ -13,8 +13,8 @@ from collections.abc import Collection, Iterable
 
 import attrs
 
-from campaign_states import Campaign, Channel, Segment, SegmentState, State
-from campaign_states.stores import GateRowBatch
+from campaign_states import Channel, Segment, SegmentState, State
+from campaign_states.stores import GateRow, GateRowBatch
 
 from ._decision import SENDING, Reason, Row, deny_row, row_for
 
@@ -97,14 +97,19 @@ class Snapshot:
                 self._fenced[cid] = _NO_ROW
                 self.rows[cid] = FENCED_ROW
 
-    def apply(self, campaigns: Iterable[Campaign], segments: Iterable[Segment]) -> int:
-        """Reflect committed records; an older version than the one held is ignored.
+    def apply(self, rows: Iterable[GateRow], segments: Iterable[Segment]) -> int:
+        """Reflect committed campaigns, as `campaign_states.GateRow` rows; an older version
+        than the one held is ignored.
 
-        Records reach a gate by two paths (the registry's apply, the refresher's read) in
-        either order, so the campaign version decides: it is bumped by every write. A
-        record newer than a fence's base can only be the fenced write's commit or a later
-        one (the writer held the store's write lock or row lock from before the fence until
-        its commit), so it lifts the fence.
+        Rows reach a gate by two paths (the registry's apply, converted from its records,
+        and the refresher's read) in either order, so the campaign version decides: it is
+        bumped by every write. A row newer than a fence's base can only be the fenced
+        write's commit or a later one (the writer held the store's write lock or row lock
+        from before the fence until its commit), so it lifts the fence.
+
+        The loop works on the stored texts; a row's texts are decoded only for the few
+        distinct (state, cause, blocked, channels, version) it sees (a million-campaign
+        load has a few hundred), and its segments only while some segment is archived.
 
         Returns:
             How many campaign rows changed.
@@ -112,76 +117,35 @@ class Snapshot:
         changed = 0
         with self._lock:
             archived = self._note_segments(segments)
-            rows, fenced = self.rows, self._fenced
-            # Rows for equal (state, cause, blocked, channels, version) are equal: build
-            # each once per batch (a million-campaign load has a few hundred distinct).
-            memo: dict[tuple[object, ...], Row] = {}
-            for c in campaigns:
-                cid, version = c.id, c.version
-                # `_supersedes`, inlined for the common case (see `apply_rows`).
-                if fenced and cid in fenced:
-                    if not self._supersedes(cid, version):
-                        continue
-                else:
-                    cur = rows.get(cid)
-                    if cur is not None and _version(cur) >= version:
-                        continue
-                state = c.state
-                blocked = (
-                    bool(archived) and state in SENDING and not c.segments.isdisjoint(archived)
-                )
-                key = (id(state), bool(c.archive_cause), blocked, c.channels, version)
-                row = memo.get(key)
-                if row is None:
-                    row = memo[key] = row_for(c, archived)
-                rows[cid] = row
-                changed += 1
-        return changed
-
-    def apply_rows(self, batch: GateRowBatch) -> int:
-        """`apply` for a batch of plain rows (`campaign_states.GateReader`): same rules.
-
-        The loop works on the stored texts; a row's texts are decoded only for the few
-        distinct (state, cause, blocked, channels, version) it sees, and its segments only
-        while some segment is archived.
-
-        Returns:
-            How many campaign rows changed.
-        """
-        changed = 0
-        with self._lock:
-            archived = self._note_segments(batch.segments)
-            rows, fenced = self.rows, self._fenced
-            ids_of = batch.segment_ids
+            held, fenced = self.rows, self._fenced
+            ids_of = GateRowBatch.segment_ids
             sending = SENDING_VALUES
             memo: dict[tuple[object, ...], Row] = {}
-            for cid, state, channels, segments, version, cause in batch.rows:
+            for cid, state, channels, segs, version, cause in rows:
                 # `_supersedes` inlined for the common case: no fence, no row (a first load)
                 # or an older one. This loop runs a million times on a first load.
                 if fenced and cid in fenced:
                     if not self._supersedes(cid, version):
                         continue
                 else:
-                    cur = rows.get(cid)
+                    cur = held.get(cid)
                     if cur is not None and _version(cur) >= version:
                         continue
                 blocked = (
-                    bool(archived)
-                    and state in sending
-                    and not ids_of(segments).isdisjoint(archived)
+                    bool(archived) and state in sending and not ids_of(segs).isdisjoint(archived)
                 )
                 key = (state, bool(cause), blocked, channels, version)
                 row = memo.get(key)
                 if row is None:
                     fields = _Fields(
-                        state=batch.state(state),
+                        state=GateRowBatch.state(state),
                         archive_cause=cause,
-                        channels=batch.channels(channels),
-                        segments=ids_of(segments),
+                        channels=GateRowBatch.channels(channels),
+                        segments=ids_of(segs),
                         version=version,
                     )
                     row = memo[key] = row_for(fields, archived)
-                rows[cid] = row
+                held[cid] = row
                 changed += 1
         return changed
 

@@ -191,7 +191,7 @@ def _time_refreshes(gate: DeliveryGate, exported: _GateMetrics) -> None:
         attributes: dict[str, Any] = {}
         if not ok:
             # `last_error` is "TypeName: message"; the type alone is bounded (no message).
-            attributes["error.type"] = (gate._last_error or "_other").split(":", 1)[0]
+            attributes["error.type"] = (gate.status().last_error or "_other").split(":", 1)[0]
         histogram.record(took, attributes)
         return ok
 

@@ -18,6 +18,7 @@ from campaign_states import FakeClock, LeaseSettings, open_registry
 from campaign_states import _invalidation as invalidation
 from campaign_states._stores.sqlite.gates import PRUNE_AFTER
 from delivery_gate import DeliveryGate
+from delivery_gate._refresh import Refresher
 
 LEASE = LeaseSettings(lease=1.0, grace=0.05, refresh=0.2)
 
@@ -52,85 +53,75 @@ def _running(reg, cid="c-1"):
     return reg.resume(cid).campaign
 
 
-class PausingGate(DeliveryGate):
+class Pausing(Refresher):
     """Pauses a refresh right after its read, before it installs (a slow read, a GC pause).
 
     The events are set on the class by `_paused_first_read` (the first read happens in the
-    constructor).
+    gate's constructor).
     """
 
     pause_next = False
     read_done = threading.Event()
     resume = threading.Event()
 
-    def _pull(self):
-        if not self.pause_next:
-            return super()._pull()
-        self.pause_next = False
-        reader = self._reader or self.registry.open_reader()
-        self._reader = reader
-        self._gate_rows = None
-        token = reader.version_token()  # before the read, as the real gate
-        batch = reader.changes_since(self._seq)  # the pre-archive state
-        self.read_done.set()
-        self.resume.wait(10)
-        self._snapshot.apply(batch.campaigns, batch.segments)
-        self._seq = batch.seq
-        self._settings = batch.lease
-        self._token = token
-        return None
+    def _read(self, reader):
+        batch = super()._read(reader)  # the pre-archive state
+        if type(self).pause_next:
+            type(self).pause_next = False
+            self.read_done.set()
+            self.resume.wait(10)
+        return batch
 
 
-class RegisterLateGate(PausingGate):
+class RegisterLate(Pausing):
     """Broken: registers after its first read (the registration race)."""
 
-    def refresh(self):
-        with self._refresh_lock:
-            started = self._now()
-            try:
-                self._pull()
-                self._heartbeat()
-            except Exception as e:
-                self._fail(e)
-                return False
-            self._renew(started)
-            self._ack_if_drained()
-            return True
+    def _heartbeat(self):
+        pass  # not before the read...
+
+    def _read(self, reader):
+        batch = super()._read(reader)
+        super()._heartbeat()  # ...but after it
+        return batch
 
 
-class LeaseAfterReadGate(PausingGate):
+class LeaseAfterRead(Pausing):
     """Broken: measures its lease from after the read."""
 
-    def refresh(self):
-        with self._refresh_lock:
-            try:
-                self._heartbeat()
-                self._pull()
-            except Exception as e:
-                self._fail(e)
-                return False
-            self._renew(self._now())
-            self._ack_if_drained()
-            return True
+    def _renew(self, started):
+        super()._renew(self._now())
 
 
-class NoReregisterGate(DeliveryGate):
+class NoReregister(Refresher):
     """Broken: finding its row gone, goes on unregistered instead of registering anew."""
 
     def _heartbeat(self):
-        table = self._gate_table()
-        if self._gate_id is None:
-            self._gate_id = table.register(lease=self._lease(), in_flight=0)
+        reg = self.registration
+        table = reg.table()
+        if reg.gate_id is None:
+            reg.gate_id = table.register(lease=self.lease(), in_flight=0)
         else:
-            table.heartbeat(self._gate_id, lease=self._lease(), in_flight=0)
+            table.heartbeat(reg.gate_id, lease=self.lease(), in_flight=0)
 
 
-class AckBeforeDrainGate(DeliveryGate):
+class AckBeforeDrain(Refresher):
     """Broken: acknowledges as soon as the view is installed, permits in flight or not."""
 
     def _ack_if_drained(self):
-        self._ack_waiting = []
+        self.registration.waiting = []
         super()._ack_if_drained()
+
+
+def gate_with(refresher: type[Refresher]) -> type[DeliveryGate]:
+    """A gate class whose refresher is ``refresher``."""
+    return type(f"{refresher.__name__}Gate", (DeliveryGate,), {"_refresher_type": refresher})
+
+
+PausingGate = gate_with(Pausing)
+RegisterLateGate = gate_with(RegisterLate)
+LeaseAfterReadGate = gate_with(LeaseAfterRead)
+NoReregisterGate = gate_with(NoReregister)
+AckBeforeDrainGate = gate_with(AckBeforeDrain)
 
 
 def _paused_first_read(gate_cls, archiver, elsewhere, cid):
@@ -138,18 +129,19 @@ def _paused_first_read(gate_cls, archiver, elsewhere, cid):
     archive runs meanwhile; then the gate goes on. Returns (archive result, gate, whether
     the gate admits the campaign after the archive returned)."""
     made = {}
-    gate_cls.read_done = threading.Event()
-    gate_cls.resume = threading.Event()
-    gate_cls.pause_next = True
+    pausing = gate_cls._refresher_type
+    pausing.read_done = threading.Event()
+    pausing.resume = threading.Event()
+    pausing.pause_next = True
     builder = threading.Thread(
         target=lambda: made.update(gate=gate_cls(elsewhere, background_refresh=False))
     )
     builder.start()
     try:
-        assert gate_cls.read_done.wait(10)
+        assert pausing.read_done.wait(10)
         result = archiver.archive(cid)  # returned: the guarantee must hold from here on
     finally:
-        gate_cls.resume.set()
+        pausing.resume.set()
         builder.join(10)
     gate = made["gate"]
     return result, gate, gate.check(cid, "email").admitted
@@ -264,7 +256,7 @@ class TestPermitInFlightElsewhere:
             while gate.check(cid, "email").admitted:  # until its probe installed the archive
                 assert time.monotonic() < end
                 time.sleep(0.001)
-            with gate._refresh_lock:  # the step that installed it (and may ack) is over
+            with gate._refresher._lock:  # the step that installed it (and may ack) is over
                 (row,) = [g for g in archiver.gates() if g.gate_id == gate._gate_id]
             seq = archiver.get(cid).seq
             acked_early = row.acked_seq >= seq

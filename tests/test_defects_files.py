@@ -175,7 +175,7 @@ class TestRestoredInPlace:
 
         from delivery_gate import _refresh
 
-        monkeypatch.setattr(_refresh.Refreshing, "_start_reload", lambda self: None)
+        monkeypatch.setattr(_refresh.Refresher, "_start_reload", lambda self: None)
         path, _reg, gate = live
         with sqlite3.connect(tmp_path / "backup.db") as src, sqlite3.connect(path) as dst:
             src.backup(dst)

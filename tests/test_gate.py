@@ -15,6 +15,7 @@ from race.faults import StillClock, install_faulty_reader, make_registry
 
 import delivery_gate
 from campaign_states import Channel, Emission, FakeClock, LeaseSettings, Registry, State
+from campaign_states._rows import gate_row
 from campaign_states.exceptions import DrainTimeoutError
 from campaign_states.stores import SQLiteStore
 from delivery_gate import DecisionCounter, DeliveryGate, Reason
@@ -314,13 +315,14 @@ class TestFence:
     def test_older_records_never_lift_a_fence(self, reg):
         c = running(reg)
         snap = Snapshot()
-        snap.apply([c], [])
+        snap.apply([gate_row(c)], [])
         snap.fence([c.id])
-        snap.apply([c], [])  # a refresher's read from before the commit
+        snap.apply([gate_row(c)], [])  # a refresher's read from before the commit
         assert Reason.STALE == snap.rows[c.id].deny.reason
-        snap.apply([attrs.evolve(c, state=State.ARCHIVED, version=c.version + 1)], [])
+        archived = attrs.evolve(c, state=State.ARCHIVED, version=c.version + 1)
+        snap.apply([gate_row(archived)], [])
         assert Reason.ARCHIVED == snap.rows[c.id].deny.reason
-        snap.apply([c], [])  # late and older: ignored
+        snap.apply([gate_row(c)], [])  # late and older: ignored
         assert Reason.ARCHIVED == snap.rows[c.id].deny.reason
 
 

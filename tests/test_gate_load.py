@@ -1,11 +1,12 @@
-"""The gate's rows path (`GateReader.gate_rows_since`) decides exactly as its record path.
+"""The gate's rows (`gate_rows_since`) decide exactly as the store's records would.
 
-A gate reads plain rows when its store's reader offers them and `Campaign` records
-otherwise. Both read the same changes, so every decision must be the same: checked after
-random lifecycle operations (segments, cascade causes, channel edits included) on the
-memory and the SQLite store, for a first load and for deltas. Also: the memory store's
-change index returns what a scan of every campaign would, and each checker is shown to
-catch a deliberately broken variant.
+A gate reads plain rows; the registry's listener hands it `Campaign` records, which it
+converts to the same rows (`gate_row`). Both describe the same changes, so every decision
+must be the same: a gate on the store's rows against one on rows built from its records,
+checked after random lifecycle operations (segments, cascade causes, channel edits
+included) on the memory and the SQLite store, for a first load and for deltas. Also: the
+memory store's change index returns what a scan of every campaign would, and each checker
+is shown to catch a deliberately broken variant.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from campaign_states import (
     SegmentState,
     State,
 )
+from campaign_states._rows import gate_row
 from campaign_states.exceptions import CampaignStateError
-from campaign_states.stores import ChangeBatch, GateReader, GateRowBatch, MemoryStore, Reader
+from campaign_states.stores import GateReader, GateRowBatch, MemoryStore, Reader
 from delivery_gate import DeliveryGate
 from delivery_gate._snapshot import Snapshot
 
@@ -43,7 +45,8 @@ CHANNELS = [c.value for c in Channel]
 
 
 class RecordsOnly:
-    """A reader without `gate_rows_since`: the gate must take its record path."""
+    """A reader whose rows are built from the store's records (`gate_row`, the registry
+    listener's conversion), not read as rows: the record path."""
 
     def __init__(self, inner: Reader) -> None:
         self._inner = inner
@@ -52,16 +55,18 @@ class RecordsOnly:
     def version_token(self) -> object:
         return self._inner.version_token()
 
-    def changes_since(self, seq: int) -> ChangeBatch:
+    def gate_rows_since(self, seq: int) -> GateRowBatch:
         self.record_reads += 1
-        return self._inner.changes_since(seq)
+        batch = self._inner.changes_since(seq)
+        rows = [gate_row(c) for c in batch.campaigns]
+        return GateRowBatch(seq=batch.seq, rows=rows, segments=batch.segments, lease=batch.lease)
 
     def close(self) -> None:
         self._inner.close()
 
 
 class CountingRows(RecordsOnly):
-    """A reader with both methods, counting which one the gate calls."""
+    """A reader of the store's own rows, counting which path the gate's reads took."""
 
     def __init__(self, inner: Reader) -> None:
         super().__init__(inner)
@@ -278,15 +283,16 @@ def views(snapshot: Snapshot) -> dict[str, tuple[object, dict[object, object]]]:
 
 
 class TestSnapshotRows:
-    """`Snapshot.apply_rows` follows `apply`'s rules: fences, versions, archived segments."""
+    """Rows converted from records (`gate_row`, the listener's path) and rows as a store
+    holds them apply alike: fences, versions, archived segments."""
 
     def both(self, steps):
         """Run ``steps`` (callables taking a snapshot and an apply function) on a snapshot
         fed records and one fed rows; return both views."""
         by_records, by_rows = Snapshot(), Snapshot()
         for step in steps:
-            step(by_records, lambda snap, cs, ss: snap.apply(cs, ss))
-            step(by_rows, lambda snap, cs, ss: snap.apply_rows(as_rows(cs, ss)))
+            step(by_records, lambda snap, cs, ss: snap.apply([gate_row(c) for c in cs], ss))
+            step(by_rows, lambda snap, cs, ss: snap.apply(as_rows(cs, ss).rows, ss))
         return views(by_records), views(by_rows)
 
     def test_running_campaign_in_an_archived_segment_is_denied(self):
@@ -318,8 +324,8 @@ class TestSnapshotRows:
     def test_checker_catches_a_wrong_row(self):
         c = Campaign(id="c-1", name="c", channels={"email"}, state=State.ACTIVE_RUNNING)
         by_records, by_rows = Snapshot(), Snapshot()
-        by_records.apply([c], [])
-        by_rows.apply_rows(as_rows([attrs.evolve(c, channels={"sms"})], []))
+        by_records.apply([gate_row(c)], [])
+        by_rows.apply(as_rows([attrs.evolve(c, channels={"sms"})], []).rows, [])
         assert views(by_records) != views(by_rows)
 
 

@@ -16,11 +16,10 @@ import time
 import pytest
 from race.faults import StillClock, make_registry
 
-import delivery_gate._gate as gate_module
-import delivery_gate._listener as listener_module
 from campaign_states import Channel, Delivery, Emission
 from campaign_states.exceptions import DrainTimeoutError
 from delivery_gate import DeliveryGate, Reason
+from delivery_gate._inflight import InFlight
 from delivery_gate.exceptions import GateClosedOnLoopError, ResultsNotRecordedError
 
 KINDS = ["memory", "sqlite", "postgres"]
@@ -148,8 +147,12 @@ class TestDrainUnderSenders:
         # The same pool against the old rule (wait for an empty in-flight set), with denied
         # permits not yielding, times out. (With the yield alone the old rule sometimes
         # finds the set empty: the yield is a help, the rule is the fix.)
-        monkeypatch.setattr(listener_module, "drain", _drain_until_empty)
-        monkeypatch.setattr(gate_module.DeliveryGate, "_draining_scope", contextlib.nullcontext)
+        monkeypatch.setattr(
+            InFlight,
+            "drain",
+            lambda self, ids, timeout: _drain_until_empty(self.live, ids, timeout),
+        )
+        monkeypatch.setattr(InFlight, "draining_scope", contextlib.nullcontext)
 
         def attempt(i):
             c = running(reg, cid=f"c-{i}")
@@ -189,12 +192,12 @@ class TestCloseUnderSenders:
     # The rule is the gate's, whatever the store: one kind suffices.
     @pytest.mark.parametrize("reg", ["memory"], indirect=True)
     def test_the_scenario_catches_the_code_before_the_fix(self, reg, monkeypatch):
-        monkeypatch.setattr(gate_module.DeliveryGate, "_draining_scope", contextlib.nullcontext)
+        monkeypatch.setattr(InFlight, "draining_scope", contextlib.nullcontext)
 
         def wait_until_empty(self, waiting):
-            return list(self._live.copy())  # every registered permit, denied ones included
+            return list(self.live.copy())  # every registered permit, denied ones included
 
-        monkeypatch.setattr(gate_module.DeliveryGate, "_still_in", wait_until_empty)
+        monkeypatch.setattr(InFlight, "still_in", wait_until_empty)
 
         def attempt(i):
             c = running(reg, cid=f"c-{i}")

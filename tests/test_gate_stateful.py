@@ -35,6 +35,7 @@ from support import PG_DSN, require_postgres
 from campaign_states import Channel, Emission, FakeClock, SegmentState, State
 from campaign_states.exceptions import CampaignStateError, DrainTimeoutError
 from delivery_gate import DeliveryGate
+from delivery_gate._refresh import Refresher
 
 LEASE = 0.5
 CHANNELS = [c.value for c in Channel]
@@ -298,7 +299,9 @@ class TestCheckerFails:
 
     def test_a_gate_without_lease_is_caught(self, monkeypatch):
         monkeypatch.setattr(
-            DeliveryGate, "_renew", lambda self, started: setattr(self, "_deadline", float("inf"))
+            Refresher,
+            "_renew",
+            lambda self, started: setattr(self._holder, "_deadline", float("inf")),
         )
         machine = SQLiteGateMachine()
         try:

@@ -66,7 +66,7 @@ class TestGateBounds:
         store's lease is accepted and silently halved: what
         `test_refresh_at_the_store_lease_is_refused` refuses."""
         refresh = 2 * reg.lease_settings().lease
-        monkeypatch.setattr("delivery_gate._gate.DeliveryGate._lease", lambda self: math.inf)
+        monkeypatch.setattr("delivery_gate._refresh.Refresher.lease", lambda self: math.inf)
         with DeliveryGate(reg, refresh=refresh, background_refresh=False) as gate:
             monkeypatch.undo()
             assert gate.status().refresh < refresh

@@ -274,7 +274,7 @@ class TestGateLeaseAndRefresh:
         def broken():
             raise OSError("disk gone")
 
-        gate._pull = broken  # type: ignore[method-assign]
+        gate._refresher._pull = broken  # type: ignore[method-assign]
         assert not gate.refresh()
         got = points(r, "campaign_states.gate.refresh.duration")[1]
         assert 1 == got[(("error.type", "OSError"),)].count

@@ -13,16 +13,15 @@ import time
 from typing import Any
 
 from campaign_states import Registry
-from campaign_states.stores import ChangeBatch, Reader
+from campaign_states.stores import GateRowBatch, Reader
 from delivery_gate import DeliveryGate
+from delivery_gate._refresh import Refresher
 
 
-class LeaseAfterReadGate(DeliveryGate):
-    """BROKEN: measures the lease from *after* the refresh read, not before it."""
-
+class _LeaseAfterRead(Refresher):
     def refresh(self) -> bool:
-        with self._refresh_lock:
-            if self._closed:
+        with self._lock:
+            if self.closed:
                 return False
             try:
                 self._pull()
@@ -33,6 +32,12 @@ class LeaseAfterReadGate(DeliveryGate):
             return True
 
 
+class LeaseAfterReadGate(DeliveryGate):
+    """BROKEN: measures the lease from *after* the refresh read, not before it."""
+
+    _refresher_type = _LeaseAfterRead
+
+
 class NoDrainGate(DeliveryGate):
     """BROKEN: tells the registry its permits drained without waiting for them."""
 
@@ -41,13 +46,17 @@ class NoDrainGate(DeliveryGate):
         self._listener.drain = lambda campaign_ids, timeout: set()  # type: ignore[method-assign]
 
 
+class _AckBeforeDrain(Refresher):
+    def _ack_if_drained(self) -> None:
+        self.registration.waiting = []
+        super()._ack_if_drained()
+
+
 class AckBeforeDrainGate(DeliveryGate):
     """BROKEN: acknowledges a change as soon as its view is installed, before its permits
     on the silenced campaigns have left their blocks."""
 
-    def _ack_if_drained(self) -> None:
-        self._ack_waiting = []
-        super()._ack_if_drained()
+    _refresher_type = _AckBeforeDrain
 
 
 class SlowReader:
@@ -59,8 +68,8 @@ class SlowReader:
     def version_token(self) -> object:
         return self._inner.version_token()
 
-    def changes_since(self, seq: int) -> ChangeBatch:
-        batch = self._inner.changes_since(seq)
+    def gate_rows_since(self, seq: int) -> GateRowBatch:
+        batch = self._inner.gate_rows_since(seq)  # type: ignore[attr-defined]
         time.sleep(self._delay)
         return batch
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from campaign_states import FakeClock, LeaseSettings, Registry
 from campaign_states.exceptions import StoreUnavailableError
-from campaign_states.stores import ChangeBatch, MemoryStore, Reader, SQLiteStore
+from campaign_states.stores import GateRowBatch, MemoryStore, Reader, SQLiteStore
 
 
 def make_registry(
@@ -30,7 +30,7 @@ def make_registry(
 
 class FaultyReader:
     """Wraps a reader: raises StoreUnavailableError while ``down`` is set; counts calls;
-    can advance a fake clock inside ``changes_since`` (a slow read)."""
+    can advance a fake clock inside ``gate_rows_since`` (a slow read)."""
 
     def __init__(self, inner: Reader, controls: ReaderControls) -> None:
         self._inner = inner
@@ -42,11 +42,11 @@ class FaultyReader:
             raise StoreUnavailableError("injected: store down")
         return self._inner.version_token()
 
-    def changes_since(self, seq: int) -> ChangeBatch:
+    def gate_rows_since(self, seq: int) -> GateRowBatch:
         self._c.reads += 1
         if self._c.down.is_set():
             raise StoreUnavailableError("injected: store down")
-        batch = self._inner.changes_since(seq)
+        batch = self._inner.gate_rows_since(seq)  # type: ignore[attr-defined]
         # The data is as of the read's start; the time passing now is the read's duration.
         self._c.during_read()
         return batch
