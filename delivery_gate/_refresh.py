@@ -248,7 +248,7 @@ class Refreshing:
             if self._gate_rows is not None:
                 batch = self._gate_rows(self._seq)
             else:
-                batch = reader.changes_since(self._seq)
+                batch = reader.changes_since(self._seq)  # type: ignore[attr-defined]
             if batch.seq < self._seq:
                 # This gate's reads are serial (under the refresh lock), and a live store's
                 # sequence never goes back: this one was restored in place (the backup API).
