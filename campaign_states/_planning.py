@@ -184,26 +184,25 @@ def _plan_bulk(
         ids, None, _SOURCES[trigger], DEST[trigger], trigger=trigger.value, actor=actor,
         cause=None, archive_cause=None, now=clock.now(), wall=time.time(),
     )  # fmt: skip
-    moved = {c.id: c for c in written}
-    rest = tx.campaigns([cid for cid in ids if cid not in moved]) if len(moved) < len(ids) else {}
-    target = DEST[trigger]
-    outcomes: dict[str, OutcomeRow] = {}
+    # Every id starts NOT_FOUND (in the caller's order, built in C), the moved ones become
+    # CHANGED, and only the rest are read back: a bulk call that moves everything makes
+    # no Python-level pass over its ids here.
+    outcomes: dict[str, OutcomeRow] = dict.fromkeys(ids, _NOT_FOUND)
+    changed = Outcome.CHANGED
+    for c in written:
+        outcomes[c.id] = (changed, c, None)
     held: dict[str, float] = {}
-    for cid in ids:
-        c = moved.get(cid)
-        if c is not None:
-            outcomes[cid] = (Outcome.CHANGED, c, None)
-            continue
-        c = rest.get(cid)
-        if c is None:
-            outcomes[cid] = _NOT_FOUND
-        elif clear[c.state][0] is Verdict.UNCHANGED:
-            outcomes[cid] = (Outcome.UNCHANGED, c, None)
-            if c.state is target:
-                held[cid] = c.state_changed_at
-        else:
-            # Not moved, so not CHANGED: the only other verdict without a guard.
-            outcomes[cid] = (Outcome.REFUSED, c, invalid(c, trigger))
+    if len(written) < len(ids):
+        target = DEST[trigger]
+        unmoved = [cid for cid in ids if outcomes[cid] is _NOT_FOUND]
+        for cid, c in tx.campaigns(unmoved).items():
+            if clear[c.state][0] is Verdict.UNCHANGED:
+                outcomes[cid] = (Outcome.UNCHANGED, c, None)
+                if c.state is target:
+                    held[cid] = c.state_changed_at
+            else:
+                # Not moved, so not CHANGED: the only other verdict without a guard.
+                outcomes[cid] = (Outcome.REFUSED, c, invalid(c, trigger))
     return Plan(outcomes=outcomes, before=[], written=written, already_silenced_at=held)
 
 

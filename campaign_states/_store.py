@@ -179,19 +179,19 @@ class WriteTx(Protocol):
         if not ids:
             return [], {}
         first = self.next_seq(len(ids))
-        already = {
-            cid: c.state_changed_at
-            for cid, c in found.items()
-            if c.state is dest and c.archive_cause == archive_cause
-        }
         movable = frozenset(sources)
         moving: list[Campaign] = []
         seqs: list[int] = []
+        already: dict[str, float] = {}
         for i, cid in enumerate(ids):
             c = found.get(cid)
-            if c is not None and c.state in movable:
+            if c is None:
+                continue
+            if c.state in movable:
                 moving.append(c)
                 seqs.append(first + i)
+            elif c.state is dest and c.archive_cause == archive_cause:
+                already[cid] = c.state_changed_at
         written = persist_moves(
             self, moving, seqs, trigger=trigger, dest=dest, actor=actor, cause=cause,
             archive_cause=archive_cause, now=now, wall=wall,
