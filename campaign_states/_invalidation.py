@@ -1,8 +1,10 @@
 """The guarantee's one home: fence -> durable commit -> apply -> drain -> wait.
 
 Every silencing call (archive, stop, their bulk forms, a segment archive) goes through
-`silence`: the registry supplies only the body of its write transaction. The orderings,
-and why each is needed:
+`silence`: the registry supplies only the body of its write transaction. Every write that
+may lose a compare-and-set (those, an edit, a segment unarchive) retries through one
+construct, `attempts` (``for attempt in attempts(...): with attempt as tx:``), which also
+lifts a failed try's fences. The orderings, and why each is needed:
 
 1. **Fence before the commit** (inside the write transaction, after the body decided):
    from then on this process's gates deny those campaigns, so no local admit slips in
@@ -190,7 +192,8 @@ def silence(
         with attempt as tx:
             result, quiet = body(tx)
             if quiet is not None and quiet.written:
-                # (1) Before the commit.
+                # (1) Before the commit: from here this process's gates deny them, so
+                # no local admit slips in between the commit and the apply (3).
                 attempt.fence([c.id for c in quiet.written])
     # (2) committed, durably (the loop ends only after a try that committed).
     if quiet is None:
