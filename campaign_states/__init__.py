@@ -24,6 +24,7 @@ from ._queries import CampaignQuery, HistoryQuery
 from ._records import Campaign, Channel, Delivery, Emission, HistoryEntry, Results, Segment
 from ._registry import Registry
 from ._store import LeaseSettings
+from ._store import __all__ as _store_names
 from ._validation import well_formed_id
 
 __all__ = [
@@ -68,19 +69,9 @@ __all__ = [
 
 
 # The store protocols and row types live in `campaign_states.stores` (for backend authors,
-# not for every user). The old top-level names keep working, with a warning, for a while.
-_MOVED_TO_STORES = frozenset(
-    {
-        "ChangeBatch",
-        "GateReader",
-        "GateRow",
-        "GateRowBatch",
-        "Reader",
-        "SetWriteTx",
-        "Store",
-        "WriteTx",
-    }
-)
+# not for every user). The old top-level names keep working, with a warning, for a while:
+# every name `_store` exports (LeaseSettings, still top level, never reaches __getattr__).
+_MOVED_TO_STORES = frozenset(_store_names)
 
 
 def __getattr__(name: str) -> object:

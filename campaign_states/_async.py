@@ -11,29 +11,51 @@ the guarantee and the errors are the same either way, since it is the same code)
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextvars
 import functools
+import inspect
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._clock import Clock
-from ._gates import GateTable, RegisteredGate, WaitReport
-from ._lifecycle import State
+from ._gates import WaitReport
 from ._listeners import ChangeListener
 from ._open import open_registry
-from ._outcomes import BulkResult, SegmentChange, TransitionResult
-from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
 from ._registry import Registry
-from ._store import LeaseSettings
 from .exceptions import InvalidSettingsError, StoreError
 
 __all__ = ["AsyncRegistry", "open_async_registry"]
 
 T = TypeVar("T")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_NO_GATE_ADMITS = "returns once no gate anywhere admits the campaign"
+
+
+def _awaited(
+    method: Callable[Concatenate[Registry, _P], _R], note: str = ""
+) -> Callable[Concatenate[AsyncRegistry, _P], Coroutine[Any, Any, _R]]:
+    """The `AsyncRegistry` method that awaits ``method`` (a `Registry` method) on a worker.
+
+    It looks the method up on the wrapped registry at each call (``instrument_registry``
+    replaces the registry's methods with traced ones), and carries ``method``'s signature,
+    so ``inspect.signature`` and the docs show its parameters.
+    """
+    name = method.__name__
+
+    async def call(self: AsyncRegistry, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        fn: Callable[_P, _R] = getattr(self.registry, name)
+        return await self._run(fn, *args, **kwargs)
+
+    call.__name__ = name
+    call.__qualname__ = f"AsyncRegistry.{name}"
+    call.__doc__ = f"As `Registry.{name}`{': ' + note if note else ''}."
+    call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+    return call
 
 
 class AsyncRegistry:
@@ -100,30 +122,6 @@ class AsyncRegistry:
         """As `Registry.last_wait`."""
         return self.registry.last_wait
 
-    async def gate_table(self) -> GateTable | None:
-        """As `Registry.gate_table` (opening it may touch the store)."""
-        return await self._run(self.registry.gate_table)
-
-    async def gates(self) -> builtins.list[RegisteredGate]:
-        """As `Registry.gates`."""
-        return await self._run(self.registry.gates)
-
-    async def lease_settings(self) -> LeaseSettings:
-        """As `Registry.lease_settings`."""
-        return await self._run(self.registry.lease_settings)
-
-    async def set_lease_settings(
-        self, *, lease: float, grace: float, refresh: float, clock_margin: float = 0.01
-    ) -> LeaseSettings:
-        """As `Registry.set_lease_settings` (its wait runs on the worker thread)."""
-        return await self._run(
-            self.registry.set_lease_settings,
-            lease=lease,
-            grace=grace,
-            refresh=refresh,
-            clock_margin=clock_margin,
-        )
-
     async def aclose(self) -> None:
         """Wait for calls in progress, then close the store. Idempotent."""
         with self._close_lock:
@@ -148,209 +146,43 @@ class AsyncRegistry:
     def __repr__(self) -> str:
         return f"<AsyncRegistry {self.registry.url}>"
 
-    # -- segments --------------------------------------------------------------------------
+    # -- every other call: the `Registry` method, on a worker thread ----------------------
+    # Generated from the `Registry` methods (`_awaited`): the same parameters, each typed
+    # for mypy and IDEs through ParamSpec, with nothing restated by hand.
 
-    async def create_segment(self, segment_id: str, *, name: str | None = None) -> Segment:
-        """As `Registry.create_segment`."""
-        return await self._run(self.registry.create_segment, segment_id, name=name)
+    gate_table = _awaited(Registry.gate_table, "opening it may touch the store")
+    gates = _awaited(Registry.gates)
+    lease_settings = _awaited(Registry.lease_settings)
+    set_lease_settings = _awaited(Registry.set_lease_settings, "its wait runs on the worker thread")
 
-    async def get_segment(self, segment_id: str) -> Segment:
-        """As `Registry.get_segment`."""
-        return await self._run(self.registry.get_segment, segment_id)
+    create_segment = _awaited(Registry.create_segment)
+    get_segment = _awaited(Registry.get_segment)
+    segments = _awaited(Registry.segments)
+    archive_segment = _awaited(Registry.archive_segment, "returns once no gate admits the cascade")
+    unarchive_segment = _awaited(Registry.unarchive_segment)
 
-    async def segments(self) -> builtins.list[Segment]:
-        """As `Registry.segments`."""
-        return await self._run(self.registry.segments)
+    create_campaign = _awaited(Registry.create_campaign)
+    get = _awaited(Registry.get)
+    campaigns = _awaited(Registry.campaigns, "pages with ``limit`` and ``after``")
+    count = _awaited(Registry.count)
+    find_campaigns = _awaited(Registry.find_campaigns)
+    event_log = _awaited(Registry.event_log)
+    results_many = _awaited(Registry.results_many)
+    edit = _awaited(Registry.edit)
+    history = _awaited(Registry.history)
+    results = _awaited(Registry.results)
+    record_results = _awaited(Registry.record_results)
 
-    async def archive_segment(
-        self, segment_id: str, *, actor: str | None = None, dry_run: bool = False
-    ) -> SegmentChange:
-        """As `Registry.archive_segment`: returns once no gate admits the cascade."""
-        return await self._run(
-            self.registry.archive_segment, segment_id, actor=actor, dry_run=dry_run
-        )
+    resume = _awaited(Registry.resume)
+    stop = _awaited(Registry.stop, _NO_GATE_ADMITS)
+    archive = _awaited(Registry.archive, _NO_GATE_ADMITS)
+    unarchive = _awaited(Registry.unarchive)
+    resume_many = _awaited(Registry.resume_many)
+    stop_many = _awaited(Registry.stop_many)
+    archive_many = _awaited(Registry.archive_many)
+    unarchive_many = _awaited(Registry.unarchive_many)
 
-    async def unarchive_segment(
-        self, segment_id: str, *, actor: str | None = None, restore_campaigns: bool = False
-    ) -> SegmentChange:
-        """As `Registry.unarchive_segment`."""
-        return await self._run(
-            self.registry.unarchive_segment,
-            segment_id,
-            actor=actor,
-            restore_campaigns=restore_campaigns,
-        )
-
-    # -- campaigns ---------------------------------------------------------------------------
-
-    async def create_campaign(
-        self,
-        *,
-        name: str,
-        channels: Iterable[Channel | str],
-        segments: Iterable[str] = (),
-        content: str = "",
-        campaign_id: str | None = None,
-        actor: str | None = None,
-    ) -> Campaign:
-        """As `Registry.create_campaign`."""
-        return await self._run(
-            self.registry.create_campaign,
-            name=name,
-            channels=channels,
-            segments=segments,
-            content=content,
-            campaign_id=campaign_id,
-            actor=actor,
-        )
-
-    async def get(self, campaign_id: str) -> Campaign:
-        """As `Registry.get`."""
-        return await self._run(self.registry.get, campaign_id)
-
-    async def list(
-        self,
-        *,
-        state: State | str | None = None,
-        segment: str | None = None,
-        limit: int | None = None,
-        after: str | None = None,
-    ) -> builtins.list[Campaign]:
-        """As `Registry.list` (pages with ``limit`` and ``after``)."""
-        return await self._run(
-            self.registry.list, state=state, segment=segment, limit=limit, after=after
-        )
-
-    async def count(
-        self,
-        *,
-        state: State | str | None = None,
-        segment: str | None = None,
-        after: str | None = None,
-    ) -> int:
-        """As `Registry.count`."""
-        return await self._run(self.registry.count, state=state, segment=segment, after=after)
-
-    async def find_campaigns(
-        self,
-        *,
-        states: Iterable[State | str] | None = None,
-        segment: str | None = None,
-        text: str | None = None,
-        after: str | None = None,
-        limit: int = 50,
-    ) -> builtins.list[Campaign]:
-        """As `Registry.find_campaigns`."""
-        return await self._run(
-            self.registry.find_campaigns,
-            states=states,
-            segment=segment,
-            text=text,
-            after=after,
-            limit=limit,
-        )
-
-    async def event_log(
-        self,
-        *,
-        actor: str | None = None,
-        trigger: str | None = None,
-        campaign: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        after: int | None = None,
-        limit: int = 100,
-        newest_first: bool = False,
-    ) -> builtins.list[HistoryEntry]:
-        """As `Registry.event_log`."""
-        return await self._run(
-            self.registry.event_log,
-            actor=actor,
-            trigger=trigger,
-            campaign=campaign,
-            since=since,
-            until=until,
-            after=after,
-            limit=limit,
-            newest_first=newest_first,
-        )
-
-    async def results_many(self, campaign_ids: Iterable[str]) -> dict[str, Results]:
-        """As `Registry.results_many`."""
-        return await self._run(self.registry.results_many, campaign_ids)
-
-    async def edit(
-        self,
-        campaign_id: str,
-        *,
-        name: str | None = None,
-        content: str | None = None,
-        channels: Iterable[Channel | str] | None = None,
-        segments: Iterable[str] | None = None,
-        actor: str | None = None,
-    ) -> Campaign:
-        """As `Registry.edit`."""
-        return await self._run(
-            self.registry.edit,
-            campaign_id,
-            name=name,
-            content=content,
-            channels=channels,
-            segments=segments,
-            actor=actor,
-        )
-
-    async def history(self, campaign_id: str) -> builtins.list[HistoryEntry]:
-        """As `Registry.history`."""
-        return await self._run(self.registry.history, campaign_id)
-
-    async def results(self, campaign_id: str) -> Results:
-        """As `Registry.results`."""
-        return await self._run(self.registry.results, campaign_id)
-
-    async def record_results(self, deliveries: Iterable[Delivery]) -> None:
-        """As `Registry.record_results`."""
-        await self._run(self.registry.record_results, deliveries)
-
-    async def resume(self, campaign_id: str, *, actor: str | None = None) -> TransitionResult:
-        """As `Registry.resume`."""
-        return await self._run(self.registry.resume, campaign_id, actor=actor)
-
-    async def stop(self, campaign_id: str, *, actor: str | None = None) -> TransitionResult:
-        """As `Registry.stop`: returns once no gate anywhere admits the campaign."""
-        return await self._run(self.registry.stop, campaign_id, actor=actor)
-
-    async def archive(self, campaign_id: str, *, actor: str | None = None) -> TransitionResult:
-        """As `Registry.archive`: returns once no gate anywhere admits the campaign."""
-        return await self._run(self.registry.archive, campaign_id, actor=actor)
-
-    async def unarchive(self, campaign_id: str, *, actor: str | None = None) -> TransitionResult:
-        """As `Registry.unarchive`."""
-        return await self._run(self.registry.unarchive, campaign_id, actor=actor)
-
-    async def resume_many(
-        self, campaign_ids: Iterable[str], *, actor: str | None = None
-    ) -> BulkResult:
-        """As `Registry.resume_many`."""
-        return await self._run(self.registry.resume_many, campaign_ids, actor=actor)
-
-    async def stop_many(
-        self, campaign_ids: Iterable[str], *, actor: str | None = None
-    ) -> BulkResult:
-        """As `Registry.stop_many`."""
-        return await self._run(self.registry.stop_many, campaign_ids, actor=actor)
-
-    async def archive_many(
-        self, campaign_ids: Iterable[str], *, actor: str | None = None
-    ) -> BulkResult:
-        """As `Registry.archive_many`."""
-        return await self._run(self.registry.archive_many, campaign_ids, actor=actor)
-
-    async def unarchive_many(
-        self, campaign_ids: Iterable[str], *, actor: str | None = None
-    ) -> BulkResult:
-        """As `Registry.unarchive_many`."""
-        return await self._run(self.registry.unarchive_many, campaign_ids, actor=actor)
+    list = campaigns  # the deprecated old name, as `Registry.list`
 
 
 def open_async_registry(

@@ -1,8 +1,10 @@
 """The guarantee's one home: fence -> durable commit -> apply -> drain -> wait.
 
 Every silencing call (archive, stop, their bulk forms, a segment archive) goes through
-`silence`: the registry supplies only the body of its write transaction. The orderings,
-and why each is needed:
+`silence`: the registry supplies only the body of its write transaction. Every write that
+may lose a compare-and-set (those, an edit, a segment unarchive) retries through one
+construct, `attempts` (``for attempt in attempts(...): with attempt as tx:``), which also
+lifts a failed try's fences. The orderings, and why each is needed:
 
 1. **Fence before the commit** (inside the write transaction, after the body decided):
    from then on this process's gates deny those campaigns, so no local admit slips in
@@ -20,9 +22,10 @@ and why each is needed:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import TypeVar
 
 import attrs
@@ -34,7 +37,7 @@ from ._records import Campaign, Segment
 from ._store import LeaseSettings, Store, WriteTx
 from .exceptions import ConcurrentUpdateError, DrainTimeoutError, StoreError
 
-__all__ = ["Silenced", "silence"]
+__all__ = ["Attempt", "Silenced", "attempts", "silence"]
 
 log = logging.getLogger("campaign_states")
 
@@ -49,7 +52,8 @@ class Silenced:
     Attributes:
         written: Campaigns this call changed (fenced before the commit).
         segments: Segments it changed.
-        held_since: Campaigns already silenced before this call (a retry).
+        already_silenced_at: Campaigns already silenced before this call (a retry), with
+            when their state changed.
         lease: The store's lease settings, read in the transaction after the writes
             reserved their sequence numbers (a concurrent lease change is then ordered
             before this transaction, so the wait covers what any gate may hold).
@@ -59,9 +63,103 @@ class Silenced:
 
     written: Sequence[Campaign]
     segments: Sequence[Segment] = ()
-    held_since: Mapping[str, float] = attrs.field(factory=dict)
+    already_silenced_at: Mapping[str, float] = attrs.field(factory=dict)
     lease: LeaseSettings
     seq: int
+
+
+class Attempt:
+    """One try of a write transaction, from `attempts`: ``with attempt as tx:``.
+
+    Entering opens ``store.write()`` (pausing the collector first for a bulk call, see
+    `gc_paused`); leaving cleanly commits it. A lost compare-and-set
+    (`ConcurrentUpdateError`, from the block or from the commit) is swallowed so that
+    `attempts` tries again; any other error propagates. Either way a failed attempt lifts
+    the fences it raised: nothing was written, so nothing may stay denied because of it.
+    """
+
+    __slots__ = ("_fenced", "_gc", "_listeners", "_pause_gc", "_store", "_write", "committed")
+
+    def __init__(self, store: Store, listeners: Listeners, *, pause_gc: bool) -> None:
+        self._store = store
+        self._listeners = listeners
+        self._pause_gc = pause_gc
+        self._fenced: list[str] = []
+        self._gc: AbstractContextManager[None] | None = None
+        self._write: AbstractContextManager[WriteTx] | None = None
+        self.committed = False
+
+    def fence(self, campaign_ids: Iterable[str]) -> None:
+        """Fence these campaigns now, before the commit (step 1); lifted if this try fails."""
+        self._fenced = list(campaign_ids)
+        if self._fenced:
+            self._listeners.fence(self._fenced)
+
+    def __enter__(self) -> WriteTx:
+        # Two context managers entered by hand, not an ExitStack: a single trigger runs
+        # this once per call, and the stack's bookkeeping showed in its cost.
+        self._gc = gc_paused() if self._pause_gc else None
+        if self._gc is not None:
+            self._gc.__enter__()
+        try:
+            self._write = write = self._store.write()
+            return write.__enter__()
+        except BaseException:
+            if self._gc is not None:
+                self._gc.__exit__(None, None, None)
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            # On a clean exit the store's write commits here (step 2), durably; on an
+            # error it rolls back. The collector resumes after the commit, as it paused
+            # before the transaction began.
+            try:
+                assert self._write is not None
+                if self._write.__exit__(exc_type, exc, tb):
+                    exc_type = None  # the store swallowed the error: treat it as written
+            finally:
+                if self._gc is not None:
+                    self._gc.__exit__(None, None, None)
+        except ConcurrentUpdateError:
+            self._lift()
+            return True  # the commit lost a compare-and-set: try again
+        except BaseException:
+            self._lift()
+            raise
+        if exc_type is None:
+            self.committed = True
+            return False
+        self._lift()
+        return issubclass(exc_type, ConcurrentUpdateError)  # lost: try again; else raise
+
+    def _lift(self) -> None:
+        if self._fenced:
+            self._listeners.unfence(self._fenced)
+            self._fenced = []
+
+
+def attempts(
+    store: Store, listeners: Listeners, *, conflict: str, pause_gc: bool = False
+) -> Iterator[Attempt]:
+    """Up to five tries of a write transaction, stamina-style.
+
+    ``for attempt in attempts(...): with attempt as tx: ...``: the loop ends after the
+    first try that committed; code after the loop runs only then. After the fifth lost
+    compare-and-set it raises `ConcurrentUpdateError` (``conflict`` says which records
+    kept changing).
+    """
+    for _ in range(_ATTEMPTS):
+        attempt = Attempt(store, listeners, pause_gc=pause_gc)
+        yield attempt
+        if attempt.committed:
+            return
+    raise ConcurrentUpdateError(conflict)
 
 
 def silence(
@@ -90,28 +188,17 @@ def silence(
             the change were still in flight after ``drain_timeout``.
         ConcurrentUpdateError: The compare-and-set kept losing (``conflict`` says which).
     """
-    for _ in range(_ATTEMPTS):
-        fenced: list[str] = []
-        try:
-            with gc_paused() if pause_gc else contextlib.nullcontext(), store.write() as tx:
-                result, quiet = body(tx)
-                if quiet is not None and quiet.written:
-                    # (1) Before the commit.
-                    fenced = [c.id for c in quiet.written]
-                    listeners.fence(fenced)
-        except ConcurrentUpdateError:
-            if fenced:
-                listeners.unfence(fenced)
-            continue
-        except BaseException:
-            if fenced:
-                listeners.unfence(fenced)
-            raise
-        # (2) committed, durably.
-        if quiet is None:
-            return result, None
-        return result, settle(store, listeners, quiet, drain_timeout=drain_timeout, change=change)
-    raise ConcurrentUpdateError(conflict)
+    for attempt in attempts(store, listeners, conflict=conflict, pause_gc=pause_gc):
+        with attempt as tx:
+            result, quiet = body(tx)
+            if quiet is not None and quiet.written:
+                # (1) Before the commit: from here this process's gates deny them, so
+                # no local admit slips in between the commit and the apply (3).
+                attempt.fence([c.id for c in quiet.written])
+    # (2) committed, durably (the loop ends only after a try that committed).
+    if quiet is None:
+        return result, None
+    return result, settle(store, listeners, quiet, drain_timeout=drain_timeout, change=change)
 
 
 def settle(
@@ -124,7 +211,7 @@ def settle(
     if quiet.written or quiet.segments:
         listeners.apply(quiet.written, quiet.segments)  # (3)
     silenced = [c.id for c in quiet.written]
-    silenced.extend(quiet.held_since)
+    silenced.extend(quiet.already_silenced_at)
     stuck = listeners.drain(silenced, drain_timeout) if listeners and silenced else set()  # (4)
     report = _wait(store, quiet, committed, listeners.gate_ids())  # (5)
     if listeners:

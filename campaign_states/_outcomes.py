@@ -65,7 +65,7 @@ class ItemOutcome:
 
 # (outcome, campaign after, refusal): what the registry records per id; `ItemOutcome`s
 # are built from it on access, so a 100,000-id bulk call does not build 100,000 of them.
-Row = tuple[Outcome, Campaign | None, CampaignStateError | None]
+OutcomeRow = tuple[Outcome, Campaign | None, CampaignStateError | None]
 
 
 class BulkResult(Mapping[str, ItemOutcome]):
@@ -78,7 +78,7 @@ class BulkResult(Mapping[str, ItemOutcome]):
 
     __slots__ = ("_rows", "wait")
 
-    def __init__(self, rows: Mapping[str, Row], *, wait: WaitReport | None = None) -> None:
+    def __init__(self, rows: Mapping[str, OutcomeRow], *, wait: WaitReport | None = None) -> None:
         self._rows = rows
         self.wait = wait
 

@@ -3,7 +3,9 @@
 `Machine.dispatch` would change models one by one and stop part-way on an error, so the
 registry never fires triggers record by record inside a write: `plan` looks every id's
 verdict up in `DECISIONS` (the machine's own answers, computed once), then writes the
-changes together. A store that offers `SetWriteTx` gets them applied in set form.
+changes together. A bulk trigger without a guard is one `WriteTx.move_campaigns` call (the
+SQL stores do it in a few statements; its default, written on the other `WriteTx`
+primitives, is what every other store gets).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -25,12 +28,24 @@ from ._lifecycle import (
     campaign_triggers_allowed,
     decide,
 )
-from ._outcomes import Outcome, Row
-from ._records import Campaign, HistoryEntry, moved
-from ._store import SetWriteTx, WriteTx
+from ._outcomes import Outcome, OutcomeRow
+from ._records import Campaign, HistoryEntry, campaign_after_transition
 from .exceptions import CampaignArchivedError, InvalidTransitionError, SegmentArchivedError
 
-__all__ = ["DECISIONS", "DEST", "Plan", "gc_paused", "invalid", "plan", "write_transitions"]
+if TYPE_CHECKING:
+    # Types only: `_store` imports `persist_moves` from here for `WriteTx`'s default.
+    from ._store import WriteTx
+
+__all__ = [
+    "DECISIONS",
+    "DEST",
+    "Plan",
+    "gc_paused",
+    "invalid",
+    "persist_moves",
+    "plan",
+    "write_transitions",
+]
 
 
 @contextlib.contextmanager
@@ -60,12 +75,14 @@ class Plan:
 
     # Per id, in the caller's order: (outcome, campaign after, refusal). Tuples, not
     # records: a 100,000-id bulk call builds one per id.
-    outcomes: dict[str, Row]
-    moved: list[Campaign]  # the changed campaigns as they were before (general path)
+    outcomes: dict[str, OutcomeRow]
+    # The changed campaigns as they were before (per-record path only: a single trigger
+    # reports the state it left; a bulk one does not).
+    before: list[Campaign]
     written: list[Campaign]  # and after
     # Campaigns already in the silencing target before this call, with their
     # state_changed_at: a retry must wait out what remains of the first call's wait.
-    held_since: dict[str, float]
+    already_silenced_at: dict[str, float]
 
 
 # The machine's verdict for every (trigger, segment archived?, state), computed once by
@@ -77,19 +94,24 @@ DECISIONS: dict[tuple[Trigger, bool], dict[State, tuple[Verdict, State]]] = {
     for blocked in (False, True)
 }
 
-# Where each trigger takes a campaign in each state (when it changes it).
-_TO: dict[Trigger, dict[State, State]] = {
-    t: {s: d[1] for s, d in DECISIONS[t, False].items()} for t in Trigger
-}
 _NO_IDS: frozenset[str] = frozenset()
-_NOT_FOUND: Row = (Outcome.NOT_FOUND, None, None)
+_NOT_FOUND: OutcomeRow = (Outcome.NOT_FOUND, None, None)
 
-# The state each trigger leads to.
+# The state each trigger leads to (the declaration has one per trigger, so this is also
+# where every CHANGED verdict in `DECISIONS` goes).
 DEST: dict[Trigger, State] = {}
 for _t in Trigger:
     _d = CAMPAIGN_LIFECYCLE.dest(_t)
     assert isinstance(_d, State)
     DEST[_t] = _d
+    # `DECISIONS` agrees: every change a trigger makes goes to `DEST` (so no per-state table).
+    assert all(to is _d for v, to in DECISIONS[_t, False].values() if v is Verdict.CHANGED)
+
+# The states each trigger changes (when no guard refuses): a bulk move's sources.
+_SOURCES: dict[Trigger, tuple[State, ...]] = {
+    t: tuple(s for s, (v, _to) in DECISIONS[t, False].items() if v is Verdict.CHANGED)
+    for t in Trigger
+}
 
 
 def invalid(c: Campaign, trigger: Trigger) -> InvalidTransitionError:
@@ -102,10 +124,10 @@ def invalid(c: Campaign, trigger: Trigger) -> InvalidTransitionError:
 
 def plan(clock: Clock, tx: WriteTx, ids: list[str], trigger: Trigger, actor: str | None) -> Plan:
     """Decide ``trigger`` for every id first, then write the changes in one go."""
-    if len(ids) > 1 and trigger is not Trigger.RESUME and isinstance(tx, SetWriteTx):
-        # Resume has a guard that depends on each campaign's segments: it takes the
-        # general path, as do single triggers (whose result reports the old state).
-        return plan_set_form(clock, tx, ids, trigger, actor)
+    if len(ids) > 1 and trigger is not Trigger.RESUME:
+        # Resume has a guard that depends on each campaign's segments, and a single
+        # trigger reports the state it left: those decide per record (below).
+        return _plan_bulk(clock, tx, ids, trigger, actor)
     found = tx.campaigns(ids)
     archived_segs: frozenset[str] = _NO_IDS
     if trigger is Trigger.RESUME and found:
@@ -116,7 +138,7 @@ def plan(clock: Clock, tx: WriteTx, ids: list[str], trigger: Trigger, actor: str
             )
     target = DEST[trigger]
     clear = DECISIONS[trigger, False]
-    outcomes: dict[str, Row] = {}
+    outcomes: dict[str, OutcomeRow] = {}
     moving: list[Campaign] = []
     held: dict[str, float] = {}
     not_found = _NOT_FOUND
@@ -146,44 +168,42 @@ def plan(clock: Clock, tx: WriteTx, ids: list[str], trigger: Trigger, actor: str
     )
     for new in written:
         outcomes[new.id] = (Outcome.CHANGED, new, None)
-    return Plan(outcomes=outcomes, moved=moving, written=written, held_since=held)
+    return Plan(outcomes=outcomes, before=moving, written=written, already_silenced_at=held)
 
 
-def plan_set_form(
-    clock: Clock, tx: SetWriteTx, ids: list[str], trigger: Trigger, actor: str | None
+def _plan_bulk(
+    clock: Clock, tx: WriteTx, ids: list[str], trigger: Trigger, actor: str | None
 ) -> Plan:
-    """`_plan` for a store that moves campaigns in set form (see `SetWriteTx`).
+    """`plan` for a bulk trigger without a guard: one `WriteTx.move_campaigns` call.
 
     The machine's decision for each state (from `DECISIONS`) says which states move;
     the store moves exactly those, and the rest are read back to report them.
     """
     clear = DECISIONS[trigger, False]
-    sources = [s for s, (verdict, _new) in clear.items() if verdict is Verdict.CHANGED]
     written, _already = tx.move_campaigns(
-        ids, None, sources, DEST[trigger], trigger=trigger.value, actor=actor,
+        ids, None, _SOURCES[trigger], DEST[trigger], trigger=trigger.value, actor=actor,
         cause=None, archive_cause=None, now=clock.now(), wall=time.time(),
     )  # fmt: skip
-    moved = {c.id: c for c in written}
-    rest = tx.campaigns([cid for cid in ids if cid not in moved]) if len(moved) < len(ids) else {}
-    target = DEST[trigger]
-    outcomes: dict[str, Row] = {}
+    # Every id starts NOT_FOUND (in the caller's order, built in C), the moved ones become
+    # CHANGED, and only the rest are read back: a bulk call that moves everything makes
+    # no Python-level pass over its ids here.
+    outcomes: dict[str, OutcomeRow] = dict.fromkeys(ids, _NOT_FOUND)
+    changed = Outcome.CHANGED
+    for c in written:
+        outcomes[c.id] = (changed, c, None)
     held: dict[str, float] = {}
-    for cid in ids:
-        c = moved.get(cid)
-        if c is not None:
-            outcomes[cid] = (Outcome.CHANGED, c, None)
-            continue
-        c = rest.get(cid)
-        if c is None:
-            outcomes[cid] = (Outcome.NOT_FOUND, None, None)
-        elif clear[c.state][0] is Verdict.UNCHANGED:
-            outcomes[cid] = (Outcome.UNCHANGED, c, None)
-            if c.state is target:
-                held[cid] = c.state_changed_at
-        else:
-            # Not moved, so not CHANGED: the only other verdict without a guard.
-            outcomes[cid] = (Outcome.REFUSED, c, invalid(c, trigger))
-    return Plan(outcomes=outcomes, moved=[], written=written, held_since=held)
+    if len(written) < len(ids):
+        target = DEST[trigger]
+        unmoved = [cid for cid in ids if outcomes[cid] is _NOT_FOUND]
+        for cid, c in tx.campaigns(unmoved).items():
+            if clear[c.state][0] is Verdict.UNCHANGED:
+                outcomes[cid] = (Outcome.UNCHANGED, c, None)
+                if c.state is target:
+                    held[cid] = c.state_changed_at
+            else:
+                # Not moved, so not CHANGED: the only other verdict without a guard.
+                outcomes[cid] = (Outcome.REFUSED, c, invalid(c, trigger))
+    return Plan(outcomes=outcomes, before=[], written=written, already_silenced_at=held)
 
 
 def write_transitions(
@@ -200,7 +220,7 @@ def write_transitions(
 ) -> list[Campaign]:
     """Persist ``trigger`` on each campaign (already decided CHANGED), with history.
 
-    ``dest`` is the state they all go to, or None to take each one's from `DECISIONS`.
+    ``dest`` is the state they all go to, or None for the trigger's own (`DEST`).
 
     Each campaign gets its own sequence number (``first_seq`` onwards, reserved here
     unless given) and a compare-and-set on its version.
@@ -208,27 +228,48 @@ def write_transitions(
     if not campaigns:
         return []
     seq = tx.next_seq(len(campaigns)) if first_seq is None else first_seq
-    now, wall = clock.now(), time.time()
-    tv = trigger.value
-    to_of = _TO[trigger]
+    return persist_moves(
+        tx, campaigns, range(seq, seq + len(campaigns)), trigger=trigger.value,
+        dest=dest or DEST[trigger], actor=actor, cause=cause, archive_cause=archive_cause,
+        now=clock.now(), wall=time.time(),
+    )  # fmt: skip
+
+
+def persist_moves(
+    tx: WriteTx,
+    campaigns: Sequence[Campaign],
+    seqs: Iterable[int],
+    *,
+    trigger: str,
+    dest: State,
+    actor: str | None,
+    cause: str | None,
+    archive_cause: str | None,
+    now: float,
+    wall: float,
+) -> list[Campaign]:
+    """Write each of ``campaigns`` as moved to ``dest`` with its seq from ``seqs``, with history.
+
+    The one loop that builds moved records and their history entries (a bulk call's hot
+    loop); `write_transitions` and the default `WriteTx.move_campaigns` share it.
+    """
     new: list[Campaign] = []
     entries: list[HistoryEntry] = []
-    for c in campaigns:
-        to = dest or to_of[c.state]
+    for c, seq in zip(campaigns, seqs, strict=True):
         version = c.version + 1
         new.append(
-            moved(
-                c, state=to, version=version, seq=seq,
+            campaign_after_transition(
+                c, state=dest, version=version, seq=seq,
                 archive_cause=archive_cause, state_changed_at=now,
             )
         )  # fmt: skip
         entries.append(
             HistoryEntry(
-                campaign_id=c.id, trigger=tv, from_state=c.state, to_state=to, actor=actor,
-                cause=cause, time=wall, seq=seq, version=version,
+                campaign_id=c.id, trigger=trigger, from_state=c.state, to_state=dest,
+                actor=actor, cause=cause, time=wall, seq=seq, version=version,
             )
         )  # fmt: skip
-        seq += 1
-    tx.update_campaigns(new)
-    tx.append_history(entries)
+    if new:
+        tx.update_campaigns(new)
+        tx.append_history(entries)
     return new

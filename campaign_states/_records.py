@@ -21,6 +21,7 @@ __all__ = [
     "HistoryEntry",
     "Results",
     "Segment",
+    "campaign_after_transition",
     "moved",
     "slot_setters",
 ]
@@ -233,7 +234,7 @@ _S_VERSION, _S_SEQ, _S_CAUSE = _CS["version"], _CS["seq"], _CS["archive_cause"]
 _S_CHANGED_AT, _S_CREATED_AT = _CS["state_changed_at"], _CS["created_at"]
 
 
-def moved(
+def campaign_after_transition(
     c: Campaign,
     *,
     state: State,
@@ -261,3 +262,7 @@ def moved(
     _S_CHANGED_AT(n, state_changed_at)
     _S_CREATED_AT(n, c.created_at)
     return n
+
+
+# The old name (store modules call it): kept as an alias.
+moved = campaign_after_transition

@@ -7,20 +7,19 @@ decisions and pass one contract suite.
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import attrs
 
 from ._clock import Clock
+from ._lease import LeaseSettings
 from ._lifecycle import State
+from ._planning import persist_moves
 from ._queries import CampaignQuery, HistoryQuery
 from ._records import Campaign, Channel, Delivery, HistoryEntry, Results, Segment
 from ._rows import GateRow, channels_from_text, ids_from_text, state_from_value
-from .exceptions import InvalidSettingsError
 
 __all__ = [
     "ChangeBatch",
@@ -34,125 +33,13 @@ __all__ = [
     "WriteTx",
 ]
 
-log = logging.getLogger("campaign_states")
-
-
-# Bounds on the lease settings (also `LeaseSettings.MIN_REFRESH` etc.): below a millisecond a
-# refresher would spin; past a day an archive would wait a day. previous_wait is not bounded:
-# it is an old commit wait, computed, never typed in.
-_MIN_REFRESH = 0.001
-_MIN_LEASE = 0.002
-_MAX_SECONDS = 86_400.0
-
-
-def _seconds(
-    *, allow_zero: bool, low: float = 0.0, high: float = math.inf
-) -> Callable[[object, attrs.Attribute[float], float], None]:
-    def check(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidSettingsError(f"{attribute.name} must be a number, not {value!r}.")
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-            raise InvalidSettingsError(
-                f"{attribute.name} must be finite and {'>= 0' if allow_zero else '> 0'}, "
-                f"not {value!r}."
-            )
-        if not low <= value <= high:
-            raise InvalidSettingsError(
-                f"{attribute.name} must be between {low:g} and {high:g} seconds, not {value!r}."
-            )
-
-    return check
-
-
-@attrs.frozen(kw_only=True)
-class LeaseSettings:
-    """How long a gate may trust its snapshot, and so how long an archive waits.
-
-    They belong to the store (persisted in it), not to each process: an archiver must wait
-    at least as long as the longest lease any gate holds.
-
-    Attributes:
-        lease: A gate denies (STALE) once this long has passed since its last successful
-            refresh *started*; 0.002 s to 86,400 s (one day). Shorter: archives return
-            sooner; longer: store blips of up to about ``lease - refresh`` go unnoticed.
-        grace: Time allowed between ``still_valid()`` and the bytes leaving; 0 to 86,400 s.
-        refresh: How often a gate polls the store: at least 0.001 s, below ``lease``.
-        clock_margin: Relative clock-rate error allowed between hosts.
-        previous_wait: While changed settings are taking effect, the old commit wait:
-            archivers wait at least this long until `Registry.set_lease_settings` has
-            waited out the old leases and cleared it.
-
-    The bounds are class attributes: ``MIN_REFRESH`` (0.001 s), ``MIN_LEASE`` (0.002 s) and
-    ``MAX_LEASE`` (86,400 s, also the most ``grace`` may be).
-    """
-
-    MIN_REFRESH: ClassVar[float] = _MIN_REFRESH
-    MIN_LEASE: ClassVar[float] = _MIN_LEASE
-    MAX_LEASE: ClassVar[float] = _MAX_SECONDS
-
-    # Defaults chosen for availability (README, "Settings and their trade-offs"): with
-    # acknowledged invalidation an archive waits the lease only for a gate that does not
-    # answer, so the lease can be long enough to ride out seconds-long stalls.
-    lease: float = attrs.field(
-        default=10.0, validator=_seconds(allow_zero=False, low=_MIN_LEASE, high=_MAX_SECONDS)
-    )
-    grace: float = attrs.field(default=0.1, validator=_seconds(allow_zero=True, high=_MAX_SECONDS))
-    refresh: float = attrs.field(
-        default=1.0, validator=_seconds(allow_zero=False, low=_MIN_REFRESH, high=_MAX_SECONDS)
-    )
-    clock_margin: float = attrs.field(default=0.01, validator=_seconds(allow_zero=True))
-    previous_wait: float = attrs.field(default=0.0, validator=_seconds(allow_zero=True))
-
-    def __attrs_post_init__(self) -> None:
-        if self.refresh >= self.lease:
-            raise InvalidSettingsError(
-                f"refresh ({self.refresh}s) must be shorter than lease ({self.lease}s): "
-                "a gate would lapse between refreshes."
-            )
-        if self.clock_margin >= 1:
-            raise InvalidSettingsError("clock_margin is a fraction; use e.g. 0.01.")
-
-    @classmethod
-    def stored(cls, **values: Any) -> LeaseSettings:
-        """Settings as a store persisted them, by this version or an older one.
-
-        A store written before the bounds existed may hold settings outside them (a
-        refresh of 1e-9 s). Refusing to load those would make every gate deny for good and
-        leave `Registry.set_lease_settings` unable to read what it must wait out, so they
-        load as they are (a warning is logged); only non-numbers are refused.
-        """
-        try:
-            return cls(**values)
-        except InvalidSettingsError:
-            fields = {f.name: f.default for f in attrs.fields(cls)}
-            clean: dict[str, float] = {}
-            for name, default in fields.items():
-                v = values.get(name, default)
-                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                    raise
-                clean[name] = float(v)
-            log.warning(
-                "the store's lease settings are outside today's bounds (%s); loaded as they "
-                "are: set new ones with Registry.set_lease_settings()",
-                clean,
-            )
-            settings = object.__new__(cls)
-            for name, v in clean.items():
-                object.__setattr__(settings, name, v)
-            return settings
-
-    def commit_wait(self) -> float:
-        """How long an archive waits after its commit.
-
-        A pending ``previous_wait`` applies until it is cleared in the store, not until a
-        time on some host's clock (hosts' clocks are not comparable).
-        """
-        return max((self.lease + self.grace) * (1 + self.clock_margin), self.previous_wait)
-
 
 @attrs.frozen(kw_only=True)
 class ChangeBatch:
-    """What changed since a sequence number (all of it, from 0).
+    """Deprecated: what changed since a sequence number, as records (all of it, from 0).
+
+    The batch of the old record read (``changes_since``), no longer part of `Reader`
+    (which reads `GateRowBatch`); kept importable for code that still builds one.
 
     Attributes:
         seq: The store's sequence number this batch brings a reader up to.
@@ -171,8 +58,8 @@ class ChangeBatch:
 class GateRowBatch:
     """What changed since a sequence number, as plain rows: what a gate needs, no more.
 
-    A `ChangeBatch` builds a `Campaign` record per changed campaign; loading a million
-    campaigns into a gate spends most of its time there. These rows are the stored columns
+    No `Campaign` record is built per changed campaign (loading a million campaigns into
+    a gate would spend most of its time there): these rows are the stored columns
     as the database returns them, and decoding the texts is left to the few distinct
     values (`channels`, `segment_ids` and `state` decode them, cached).
 
@@ -206,8 +93,11 @@ class GateRowBatch:
         return state_from_value(value)
 
 
+@runtime_checkable
 class WriteTx(Protocol):
     """**Protocol:** one write transaction; writes are all or nothing.
+
+    A store may subclass it explicitly to inherit the default `move_campaigns`.
 
     Reads inside it see its own writes and lock what they read against other writers
     (SQLite: the database write lock from ``BEGIN IMMEDIATE``; PostgreSQL: row locks).
@@ -243,18 +133,6 @@ class WriteTx(Protocol):
     def lease_settings(self) -> LeaseSettings:
         """The store's lease settings, read in this transaction."""
 
-
-@runtime_checkable
-class SetWriteTx(WriteTx, Protocol):
-    """**Protocol (optional):** a `WriteTx` that moves many campaigns in set form.
-
-    The registry decides, from the lifecycle declaration, which source states a trigger
-    changes and to what; a store offering this applies that decision to a whole bulk
-    request in a few statements instead of reading, rebuilding and rewriting every record
-    (the difference between about 0.6 s and 1.3 s for 100,000 campaigns on SQLite).
-    Stores without it get the general path; the outcomes are the same.
-    """
-
     def move_campaigns(
         self,
         ids: Sequence[str] | None,
@@ -274,43 +152,77 @@ class SetWriteTx(WriteTx, Protocol):
 
         Each moved campaign gets its version bumped, ``archive_cause``, ``state_changed_at
         = now`` and a sequence number; each gets a history entry (``trigger``, its old
-        state, ``dest``, ``actor``, ``cause``, ``wall``). The state test and the write are
-        one statement under the transaction's lock: the compare-and-set happens in the
-        database. Sequence numbers are reserved one per candidate id, so unmoved ids
-        leave gaps.
+        state, ``dest``, ``actor``, ``cause``, ``wall``). The state test and the write happen
+        under the transaction's lock (in the SQL stores, in one statement), so a move is
+        a compare-and-set. Sequence numbers are reserved one per candidate id, so unmoved
+        ids leave gaps.
+
+        This default does it with the other methods: it reads the candidates (locked,
+        as ``campaigns`` and ``campaigns_targeting`` lock), decides, and writes the moved
+        ones with ``update_campaigns`` (a compare-and-set on each version) and
+        ``append_history``. A store may override it with something faster (the SQL stores
+        move a whole bulk request in a few statements: about 0.6 s instead of 1.3 s for
+        100,000 campaigns on SQLite); the outcomes are the same.
 
         Returns:
             The moved campaigns as now stored, in sequence (candidate) order; and, for
             the candidates that were already in ``dest`` with this ``archive_cause``, the
             time their state changed (a retry waits out what remains of their wait).
         """
+        if ids is None:
+            assert segment is not None
+            targets = self.campaigns_targeting(segment)  # id order, as the SQL stores list them
+            ids = [c.id for c in targets]
+            found = {c.id: c for c in targets}
+        else:
+            found = self.campaigns(ids)
+        if not ids:
+            return [], {}
+        first = self.next_seq(len(ids))
+        movable = frozenset(sources)
+        moving: list[Campaign] = []
+        seqs: list[int] = []
+        already: dict[str, float] = {}
+        for i, cid in enumerate(ids):
+            c = found.get(cid)
+            if c is None:
+                continue
+            if c.state in movable:
+                moving.append(c)
+                seqs.append(first + i)
+            elif c.state is dest and c.archive_cause == archive_cause:
+                already[cid] = c.state_changed_at
+        written = persist_moves(
+            self, moving, seqs, trigger=trigger, dest=dest, actor=actor, cause=cause,
+            archive_cause=archive_cause, now=now, wall=wall,
+        )  # fmt: skip
+        return written, already
 
 
+@runtime_checkable
 class Reader(Protocol):
-    """**Protocol:** a dedicated read connection for a gate's refresher."""
+    """**Protocol:** a dedicated read connection for a gate's refresher.
+
+    A gate reads changes as plain `GateRow` tuples (`gate_rows_since`), never as records:
+    loading a million campaigns then spends its time in the store's read, not in building
+    a `Campaign` per row.
+    """
 
     def version_token(self) -> object:
         """A cheap value that changes whenever anything commits (SQLite ``data_version``)."""
 
-    def changes_since(self, seq: int) -> ChangeBatch:
-        """Everything changed after ``seq``, in one consistent read."""
+    def gate_rows_since(self, seq: int) -> GateRowBatch:
+        """Everything changed after ``seq``, as rows, in one consistent read."""
 
     def close(self) -> None:
         """Release the connection."""
 
 
-@runtime_checkable
-class GateReader(Reader, Protocol):
-    """**Protocol (optional):** a `Reader` that also reads changes as plain `GateRow` tuples.
-
-    A gate uses it when its reader has it, else `Reader.changes_since`: both describe the
-    same changes in the same snapshot, so the gate decides the same either way; this one
-    skips building a record per campaign (a million-campaign SQLite load takes less than
-    half the time).
-    """
-
-    def gate_rows_since(self, seq: int) -> GateRowBatch:
-        """Everything changed after ``seq``, as rows, in one consistent read."""
+# Deprecated aliases (kept so imports keep working): the optional fast paths are folded
+# into the protocols. `SetWriteTx.move_campaigns` is part of `WriteTx` (with a default),
+# and `GateReader.gate_rows_since` is `Reader`'s one read.
+SetWriteTx = WriteTx
+GateReader = Reader
 
 
 class Store(Protocol):

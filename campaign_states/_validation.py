@@ -10,7 +10,7 @@ import enum
 import math
 import re
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .exceptions import (
     BulkLimitError,
@@ -188,3 +188,27 @@ def check_text(field: str, value: object, limit: int, option: str, *, in_bytes: 
             "decoded with errors='surrogateescape')."
         )
     return value
+
+
+class TextLimits(Protocol):
+    """What `check_field_text` and `check_actor` read: a registry's size limits."""
+
+    name_limit: int
+    content_limit: int
+    actor_limit: int
+
+
+def check_field_text(limits: TextLimits, field: str, value: object) -> str:
+    """A campaign's or segment's ``name``, or a campaign's ``content``, within its limit."""
+    if field == "content":
+        return check_text("content", value, limits.content_limit, "content_limit", in_bytes=True)
+    return check_text(field, value, limits.name_limit, "name_limit", in_bytes=False)
+
+
+def check_actor(limits: TextLimits, actor: object) -> None:
+    """An actor: None, or a str within ``actor_limit``."""
+    if actor is None:
+        return
+    if type(actor) is not str:
+        raise InvalidFieldError(f"actor must be a str or None, not {type(actor).__name__}.")
+    check_text("actor", actor, limits.actor_limit, "actor_limit", in_bytes=False)

@@ -3,6 +3,11 @@
 `MemoryStore`, `SQLiteStore` and `PostgresStore` (which needs the ``postgres`` extra and loads
 lazily) are the backends; `Store`, `WriteTx`, `Reader` and the row types are what a new
 backend implements and what a gate reads.
+
+Deprecated, kept importable: `SetWriteTx` and `GateReader` are aliases of `WriteTx` and
+`Reader` (their optional methods, ``move_campaigns`` and ``gate_rows_since``, are part of
+those protocols now), and `ChangeBatch` is the batch of the old record read
+(``changes_since``), which `Reader` no longer requires.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from campaign_states._lifecycle import (
 from campaign_states._lifecycle import SegmentState as Seg
 from campaign_states._lifecycle import SegmentTrigger as SegT
 from campaign_states._planning import DECISIONS as _DECISIONS
-from campaign_states._records import moved
+from campaign_states._records import campaign_after_transition as moved
 from campaign_states._rows import _CAMPAIGN_FIELDS, campaign_from_row, join_ids
 
 # DESIGN.md section 1, written out independently of the declaration.
@@ -155,7 +155,7 @@ class TestSending:
         )
 
     def test_registry_and_gate_read_it(self):
-        from campaign_states import _registry
+        from campaign_states import _registry_triggers as _registry  # where triggers live
         from delivery_gate import _decision
 
         assert CAMPAIGN_LIFECYCLE.silencing_triggers() == _registry._SILENCING

@@ -123,6 +123,28 @@ class _Tx(AbstractContextManager["_Tx"]):
     def lease_settings(self) -> LeaseSettings:
         return self._s._lease
 
+    def move_campaigns(
+        self,
+        ids: Sequence[str] | None,
+        segment: str | None,
+        sources: Collection[State],
+        dest: State,
+        *,
+        trigger: str,
+        actor: str | None,
+        cause: str | None,
+        archive_cause: str | None,
+        now: float,
+        wall: float,
+    ) -> tuple[list[Campaign], dict[str, float]]:
+        """`WriteTx`'s generic default: staged records are cheap to read back."""
+        from ._store import WriteTx
+
+        return WriteTx.move_campaigns(
+            self, ids, segment, sources, dest, trigger=trigger, actor=actor, cause=cause,
+            archive_cause=archive_cause, now=now, wall=wall,
+        )  # fmt: skip
+
 
 class MemoryStore:
     """A store in this process's memory (``memory://``).
