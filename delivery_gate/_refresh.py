@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
@@ -71,11 +71,6 @@ class GateStatus:
     campaigns: int
     last_error: str | None
     closed: bool
-
-
-class _RowReader(Protocol):
-    # Every shipped reader has it (`campaign_states.stores.Reader`); the gate reads no other.
-    def gate_rows_since(self, seq: int) -> GateRowBatch: ...
 
 
 class LeaseHolder(Protocol):
@@ -222,7 +217,7 @@ class Refresher:
 
     def _read(self, reader: Reader) -> GateRowBatch:
         """What changed since our sequence, as plain rows (no record per campaign)."""
-        return cast("_RowReader", reader).gate_rows_since(self.seq)
+        return reader.gate_rows_since(self.seq)
 
     def _install(self, batch: GateRowBatch, token: object) -> None:
         """Install a read into the view; permits on what it silenced must drain before

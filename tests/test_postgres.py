@@ -349,15 +349,15 @@ class TestBulk:
                     ]
                 )
         with contextlib.closing(store.open_reader()) as reader:
-            before = reader.changes_since(0).seq
+            before = reader.gate_rows_since(0).seq
             assert ids == reg.resume_many(ids).ids(Outcome.CHANGED)  # records, via COPY
             assert {State.ACTIVE_RUNNING} == {c.state for c in reg.list()}
-            middle = reader.changes_since(before)
-            assert set(ids) == {c.id for c in middle.campaigns}
+            middle = reader.gate_rows_since(before)
+            assert set(ids) == {r[0] for r in middle.rows}
             assert ids == reg.archive_many(ids).ids(Outcome.CHANGED)  # set form
             assert {State.ARCHIVED} == {c.state for c in reg.list()}
             assert ["create", "resume", "archive"] == [h.trigger for h in reg.history(ids[-1])]
-            assert set(ids) == {c.id for c in reader.changes_since(middle.seq).campaigns}
+            assert set(ids) == {r[0] for r in reader.gate_rows_since(middle.seq).rows}
 
     def test_failed_compare_and_set_rolls_back_everything(
         self, open_pg: Callable[..., PostgresStore]
@@ -814,37 +814,37 @@ class TestReader:
             reg.create_segment("s")
             reg.create_campaign(campaign_id="a", name="a", channels=["sms"], segments=["s"])
             reg.create_campaign(campaign_id="b", name="b", channels=["sms"])
-            token, base = reader.version_token(), reader.changes_since(0)
-            assert {"a", "b"} == {c.id for c in base.campaigns}
+            token, base = reader.version_token(), reader.gate_rows_since(0)
+            assert {"a", "b"} == {r[0] for r in base.rows}
             assert token == base.seq
             reg.archive_segment("s")
             assert token != reader.version_token()
-            delta = reader.changes_since(base.seq)
+            delta = reader.gate_rows_since(base.seq)
             assert (["a"], ["s"]) == (
-                [c.id for c in delta.campaigns],
+                [r[0] for r in delta.rows],
                 [s.id for s in delta.segments],
             )
 
     def test_gate_rows_match_records(self, open_pg: Callable[..., PostgresStore]) -> None:
-        """The rows path describes the same changes as the records path, same snapshot."""
+        """The rows describe the stored records exactly (one path: the gate reads rows)."""
         store = open_pg()
         reg = Registry(store)
         reg.create_segment("s")
         reg.create_campaign(campaign_id="a", name="a", channels=["sms", "push"], segments=["s"])
         reg.create_campaign(campaign_id="b", name="b", channels=["email"])
         with contextlib.closing(store.open_reader()) as reader:
-            base = reader.changes_since(0).seq
+            base = reader.gate_rows_since(0).seq
             reg.archive_segment("s")
-            records = reader.changes_since(base)
             rows = reader.gate_rows_since(base)
-            assert (records.seq, records.segments) == (rows.seq, rows.segments)
+            records = [reg.get(r[0]) for r in rows.rows]
+            assert (store.get_segment("s"),) == tuple(rows.segments)
             assert [
-                (c.id, c.state, c.channels, c.segments, c.version, c.archive_cause)
-                for c in records.campaigns
+                (c.id, c.state, c.channels, c.segments, c.version, c.archive_cause) for c in records
             ] == [
                 (r[0], rows.state(r[1]), rows.channels(r[2]), rows.segment_ids(r[3]), r[4], r[5])
                 for r in rows.rows
             ]
+            assert ["a"] == [c.id for c in records]
 
     def test_lease_settings_are_persisted_and_bump_the_token(
         self, open_pg: Callable[..., PostgresStore]
@@ -857,4 +857,4 @@ class TestReader:
             new = pg_schema.LeaseSettings(lease=2.0, grace=0.05, refresh=0.5)
             store.set_lease_settings(new)
             assert token != reader.version_token()
-            assert new == reader.changes_since(0).lease == open_pg().lease_settings()
+            assert new == reader.gate_rows_since(0).lease == open_pg().lease_settings()

@@ -954,14 +954,14 @@ class TestOpen:
 class TestReader:
     """A gate's reader sees every commit: a changed token, then exactly what changed."""
 
-    def test_changes_since(self, registry):
+    def test_gate_rows_since(self, registry):
         registry.create_segment("s")
         new(registry, "a", segments=("s",))
         reader = registry.open_reader()
         try:
-            first = reader.changes_since(0)
+            first = reader.gate_rows_since(0)
             assert (["a"], ["s"]) == (
-                [c.id for c in first.campaigns],
+                [r[0] for r in first.rows],
                 [s.id for s in first.segments],
             )
             assert registry.lease_settings() == first.lease
@@ -969,10 +969,10 @@ class TestReader:
             new(registry, "b")
             registry.archive_many(["a", "b"])
             assert token != reader.version_token()
-            later = reader.changes_since(first.seq)
-            assert {"a": ARCH, "b": ARCH} == {c.id: c.state for c in later.campaigns}
+            later = reader.gate_rows_since(first.seq)
+            assert {"a": ARCH, "b": ARCH} == {r[0]: later.state(r[1]) for r in later.rows}
             assert [] == list(later.segments)
-            assert max(c.seq for c in later.campaigns) <= later.seq
-            assert [] == list(reader.changes_since(later.seq).campaigns)
+            assert max(registry.get(r[0]).seq for r in later.rows) <= later.seq
+            assert [] == list(reader.gate_rows_since(later.seq).rows)
         finally:
             reader.close()

@@ -29,14 +29,17 @@ from campaign_states._records import (
     Segment,
 )
 from campaign_states._rows import gate_row
-from campaign_states._store import ChangeBatch, GateRowBatch, LeaseSettings
+from campaign_states._store import GateRowBatch, LeaseSettings, WriteTx
 from campaign_states.exceptions import ConcurrentUpdateError, DuplicateIdError
 
 __all__ = ["MemoryStore"]
 
 
-class _Tx(AbstractContextManager["_Tx"]):
+class _Tx(WriteTx, AbstractContextManager["_Tx"]):
     """Stages every write and applies them together on commit (all or nothing).
+
+    It subclasses `WriteTx` to inherit its generic `move_campaigns` (staged records are
+    cheap to read back, so the default is this store's fast path too).
 
     Entering takes the store's lock (one writer at a time, as SQLite's write lock); leaving
     cleanly applies the staged writes, leaving on an exception drops them.
@@ -122,28 +125,6 @@ class _Tx(AbstractContextManager["_Tx"]):
 
     def lease_settings(self) -> LeaseSettings:
         return self._s._lease
-
-    def move_campaigns(
-        self,
-        ids: Sequence[str] | None,
-        segment: str | None,
-        sources: Collection[State],
-        dest: State,
-        *,
-        trigger: str,
-        actor: str | None,
-        cause: str | None,
-        archive_cause: str | None,
-        now: float,
-        wall: float,
-    ) -> tuple[list[Campaign], dict[str, float]]:
-        """`WriteTx`'s generic default: staged records are cheap to read back."""
-        from ._store import WriteTx
-
-        return WriteTx.move_campaigns(
-            self, ids, segment, sources, dest, trigger=trigger, actor=actor, cause=cause,
-            archive_cause=archive_cause, now=now, wall=wall,
-        )  # fmt: skip
 
 
 class MemoryStore:
@@ -334,16 +315,6 @@ class MemoryStore:
         """A reader over this store (no connection to open)."""
         return _MemoryReader(self)
 
-    def changes_since(self, seq: int) -> ChangeBatch:
-        """Everything changed after ``seq``."""
-        with self._lock:
-            return ChangeBatch(
-                seq=self._seq,
-                campaigns=self._changed(seq),
-                segments=[s for s in self._segments.values() if s.seq > seq],
-                lease=self._lease,
-            )
-
     def gate_rows_since(self, seq: int) -> GateRowBatch:
         """Everything changed after ``seq``, as `GateRow` tuples."""
         with self._lock:
@@ -399,9 +370,6 @@ class _MemoryReader:
 
     def version_token(self) -> object:
         return (self._store._seq, self._store._lease)
-
-    def changes_since(self, seq: int) -> ChangeBatch:
-        return self._store.changes_since(seq)
 
     def gate_rows_since(self, seq: int) -> GateRowBatch:
         return self._store.gate_rows_since(seq)

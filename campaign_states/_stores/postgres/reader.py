@@ -13,10 +13,9 @@ import psycopg
 
 from campaign_states._records import Segment
 from campaign_states._rows import (
-    campaign_from_row,
     segment_from_row,
 )
-from campaign_states._store import ChangeBatch, GateRowBatch, LeaseSettings
+from campaign_states._store import GateRowBatch, LeaseSettings
 from campaign_states.exceptions import (
     StoreError,
     StoreUnavailableError,
@@ -24,7 +23,7 @@ from campaign_states.exceptions import (
 
 from .errors import close_quietly, translate
 from .gates import PostgresGateTable
-from .schema import CAMPAIGN_COLS, GATE_COLS, NOTIFY_CHANNEL, SEGMENT_COLS, read_lease
+from .schema import GATE_COLS, NOTIFY_CHANNEL, SEGMENT_COLS, read_lease
 
 __all__ = ["PostgresReader"]
 
@@ -103,14 +102,9 @@ class PostgresReader:
         assert row is not None
         return int(row[0])
 
-    def changes_since(self, seq: int) -> ChangeBatch:
-        """Everything changed after ``seq``, in one REPEATABLE READ READ ONLY snapshot."""
-        now_seq, rows, segments, lease = self._read(seq, CAMPAIGN_COLS)
-        campaigns = [campaign_from_row(r) for r in rows]
-        return ChangeBatch(seq=now_seq, campaigns=campaigns, segments=segments, lease=lease)
-
     def gate_rows_since(self, seq: int) -> GateRowBatch:
-        """The same changes as plain `GateRow` tuples (`campaign_states.GateReader`): no records."""
+        """Everything changed after ``seq`` as `GateRow` tuples, in one REPEATABLE READ READ
+        ONLY snapshot."""
         now_seq, rows, segments, lease = self._read(seq, GATE_COLS)
         return GateRowBatch(seq=now_seq, rows=rows, segments=segments, lease=lease)
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
 from typing import TypeVar
 
-from campaign_states._records import Campaign, Segment
-from campaign_states._rows import GateRow, campaign_from_row, segment_from_row
-from campaign_states._store import ChangeBatch, GateRowBatch, LeaseSettings
+from campaign_states._rows import GateRow, segment_from_row
+from campaign_states._store import GateRowBatch
 from campaign_states.exceptions import ForeignStoreError, StoreNotFoundError, StoreReplacedError
 
 from .errors import translate
 from .schema import (
     APPLICATION_ID,
-    CHANGED_CAMPAIGNS,
     CHANGED_GATE_ROWS,
     close_connection,
     connect,
@@ -79,19 +76,8 @@ class SQLiteReader:
             except sqlite3.Error as e:
                 raise translate(e, self.path) from e
 
-    def changes_since(self, seq: int) -> ChangeBatch:
-        """Everything changed after ``seq``, in one read transaction (one WAL snapshot)."""
-        now_seq, campaigns, segments, lease = self._read(seq, CHANGED_CAMPAIGNS, _campaigns)
-        return ChangeBatch(seq=now_seq, campaigns=campaigns, segments=segments, lease=lease)
-
     def gate_rows_since(self, seq: int) -> GateRowBatch:
         """Everything changed after ``seq`` as `GateRow` tuples, in one read transaction."""
-        now_seq, rows, segments, lease = self._read(seq, CHANGED_GATE_ROWS, _gate_rows)
-        return GateRowBatch(seq=now_seq, rows=rows, segments=segments, lease=lease)
-
-    def _read(
-        self, seq: int, sql: tuple[str, str], convert: Callable[[sqlite3.Cursor], list[_T]]
-    ) -> tuple[int, list[_T], list[Segment], LeaseSettings]:
         # One read transaction: the sequence, the rows, the segments and the lease all come
         # from one WAL snapshot, so the batch brings the reader exactly up to `now_seq`.
         with self._lock:
@@ -100,7 +86,10 @@ class SQLiteReader:
                 c.execute("BEGIN")
                 try:
                     (now_seq,) = c.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
-                    rows = convert(c.execute(sql[0] if seq <= 0 else sql[1], (seq,)))
+                    sql = CHANGED_GATE_ROWS[0] if seq <= 0 else CHANGED_GATE_ROWS[1]
+                    # The rows as sqlite3 builds them, in C: exactly the `GateRow` columns
+                    # and types.
+                    rows: list[GateRow] = c.execute(sql, (seq,)).fetchall()
                     segments = [
                         segment_from_row(r)
                         for r in c.execute(
@@ -113,18 +102,9 @@ class SQLiteReader:
                     c.execute("COMMIT")
             except sqlite3.Error as e:
                 raise translate(e, self.path) from e
-        return int(now_seq), rows, segments, lease
+        return GateRowBatch(seq=int(now_seq), rows=rows, segments=segments, lease=lease)
 
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
             close_connection(self._conn, self.path, self._identity)
-
-
-def _campaigns(rows: sqlite3.Cursor) -> list[Campaign]:
-    return [campaign_from_row(r) for r in rows]
-
-
-def _gate_rows(rows: sqlite3.Cursor) -> list[GateRow]:
-    # The rows as sqlite3 builds them, in C: exactly the `GateRow` columns and types.
-    return rows.fetchall()

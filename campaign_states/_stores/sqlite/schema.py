@@ -20,7 +20,6 @@ from .errors import rollback
 __all__ = [
     "APPLICATION_ID",
     "CAMPAIGN_COLS",
-    "CHANGED_CAMPAIGNS",
     "CHANGED_GATE_ROWS",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -75,18 +74,13 @@ PRAGMA user_version = {SCHEMA_VERSION};
 GATE_COLS: Final = "id, state, channels, segments, version, archive_cause"
 
 
-def _changed(cols: str) -> tuple[str, str]:
-    # (all rows, rows changed after ?). A full load reads every row: scanning the table
-    # beats walking the seq index and looking each row up (about 25% on a million); `+seq`
-    # keeps the planner off the index. A delta is a few rows: the index finds them.
-    return (
-        f"SELECT {cols} FROM campaigns WHERE +seq > ?",
-        f"SELECT {cols} FROM campaigns WHERE seq > ?",
-    )
-
-
-CHANGED_CAMPAIGNS: Final = _changed(CAMPAIGN_COLS)
-CHANGED_GATE_ROWS: Final = _changed(GATE_COLS)
+# (all rows, rows changed after ?). A full load reads every row: scanning the table beats
+# walking the seq index and looking each row up (about 25% on a million); `+seq` keeps the
+# planner off the index. A delta is a few rows: the index finds them.
+CHANGED_GATE_ROWS: Final = (
+    f"SELECT {GATE_COLS} FROM campaigns WHERE +seq > ?",
+    f"SELECT {GATE_COLS} FROM campaigns WHERE seq > ?",
+)
 
 
 def connect(
