@@ -5,11 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
-import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, TypeGuard
 
@@ -24,19 +21,18 @@ from campaign_states import (
 
 from ._decision import Decision, Reason, channel_index, decision
 from ._filter import decide_each, read_batch, split_function
-from ._inflight import InFlight, backoff
+from ._inflight import InFlight
 from ._listener import Listener
 from ._metrics import DecisionObserver
 from ._permit import Permit
 from ._refresh import GateStatus, Refresher
 from ._results import ResultsBuffer
 from ._settings import check_against_store, seconds, wanted
+from ._shutdown import finish_close, refuse_on_loop, track
 from ._snapshot import Snapshot
 from .exceptions import (
     DeliveryBlockedError,
-    GateClosedOnLoopError,
     GateSettingsError,
-    ResultsNotRecordedError,
 )
 
 __all__ = ["DeliveryGate"]
@@ -50,38 +46,6 @@ _STALE: Final = decision(False, Reason.STALE)
 _UNAVAILABLE: Final = decision(False, Reason.STORE_UNAVAILABLE)
 _MAX_ID: Final = 128
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
-
-# Every open gate, for the fork hook below.
-_gates: weakref.WeakSet[DeliveryGate] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for gate in list(_gates):
-        try:
-            gate._after_fork_in_child()
-        except Exception:
-            log.exception("delivery gate: restarting after fork failed; it denies (STALE)")
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _refuse_on_loop() -> None:
-    # No event loop can run where asyncio was never imported; looking it up in sys.modules
-    # keeps asyncio out of the gate's import path.
-    aio = sys.modules.get("asyncio")
-    if aio is None:
-        return
-    try:
-        aio.get_running_loop()
-    except RuntimeError:
-        return  # no loop runs on this thread: waiting blocks nobody else
-    raise GateClosedOnLoopError(
-        "DeliveryGate.close() was called on a thread running an asyncio event loop: waiting "
-        "there for permits held across an await would block the tasks holding them. Use "
-        "`await gate.aclose()` or `async with gate:`. The gate is still open."
-    )
 
 
 def _valid_id(value: object) -> TypeGuard[str]:
@@ -208,7 +172,7 @@ class DeliveryGate:
             raise
         if background_refresh:
             self._start_refresher()
-        _gates.add(self)
+        track(self)
 
     def _start_refresher(self) -> None:
         self._refresher.start(self._renew)
@@ -459,7 +423,7 @@ class DeliveryGate:
         """
         if self._closed:
             return
-        _refuse_on_loop()
+        refuse_on_loop()
         waiting = self._in_flight.wait_for(self._begin_close(), self._close_timeout)
         self._finish_close(waiting)
 
@@ -473,19 +437,13 @@ class DeliveryGate:
         Raises:
             ResultsNotRecordedError: As `close`.
         """
-        import asyncio
+        import asyncio  # only here: asyncio stays out of the gate's import path
 
         if self._closed:
             return
         # Taking the refresh lock may wait for a refresh read in progress: off the loop.
         waiting = await asyncio.to_thread(self._begin_close)
-        in_flight = self._in_flight
-        with in_flight.draining_scope():
-            for pause in backoff(time.monotonic() + self._close_timeout):
-                waiting = in_flight.still_in(waiting)
-                if not waiting:
-                    break
-                await asyncio.sleep(pause)
+        waiting = await self._in_flight.await_for(waiting, self._close_timeout)
         await asyncio.to_thread(self._finish_close, waiting)
 
     def _begin_close(self) -> list[Permit]:
@@ -497,36 +455,15 @@ class DeliveryGate:
         return self._in_flight.now()
 
     def _finish_close(self, waiting: list[Permit]) -> None:
-        # Permits of the snapshot still deciding are denied and leave by themselves; only
-        # the admitted ones still inside their block are in flight.
-        in_flight = sum(1 for p in waiting if p.decision.admitted and p in self._live)
-        self._refresher.join()
-        if not in_flight:
-            # Drained and denying: archives need not wait for us any more. With permits
-            # still in flight the row stays, and archives wait out our lease instead.
-            self._refresher.deregister()
-        self.registry.unsubscribe(self._listener)
-        self._refresher.shutdown_reader()
-        error: Exception | None = None
-        try:
-            self._results.flush()
-        except Exception as e:
-            # A store error keeps the counts pending (listed below); anything else is a bug
-            # of ours, reported the same way rather than losing the counts.
-            error = e
-        finally:
-            if self._owns_registry:
-                self.registry.close()
-        refused = self._results.refused
-        if error is not None or in_flight or refused:
-            cause = (
-                str(error)
-                if error
-                else f"permits still open after {self._close_timeout:g}s"
-                if in_flight
-                else "refused by the registry"
-            )
-            raise ResultsNotRecordedError(self._results.unrecorded(), in_flight, cause, refused)
+        finish_close(
+            waiting,
+            live=self._live,
+            refresher=self._refresher,
+            unsubscribe=lambda: self.registry.unsubscribe(self._listener),
+            results=self._results,
+            close_registry=self.registry.close if self._owns_registry else None,
+            close_timeout=self._close_timeout,
+        )
 
     def __enter__(self) -> DeliveryGate:
         return self

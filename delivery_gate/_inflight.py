@@ -104,6 +104,21 @@ class InFlight:
                 time.sleep(pause)
             return self.still_in(permits)
 
+    async def await_for(self, permits: list[Permit], timeout: float) -> list[Permit]:
+        """`wait_for` on an event loop: sleeps with ``asyncio.sleep``, never blocking it.
+
+        Tasks holding permits across an ``await`` run while this waits, on the same loop.
+        """
+        import asyncio  # only here: asyncio stays out of the gate's import path
+
+        with self.draining_scope():
+            for pause in backoff(time.monotonic() + timeout):
+                permits = self.still_in(permits)
+                if not permits:
+                    break
+                await asyncio.sleep(pause)
+            return self.still_in(permits)
+
     def after_fork(self) -> None:
         """In a forked child: the parent's permits are the parent's; the lock may be held.
 
