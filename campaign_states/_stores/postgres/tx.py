@@ -1,8 +1,7 @@
-"""The PostgreSQL store's write transaction (`_Tx`) and the SQL it runs.
+r"""The PostgreSQL store's write transaction (`_Tx`) and the SQL it runs.
 
-The only module that imports psycopg and psycopg_pool (a ruff banned-api rule holds that
-line), so it also owns the seam where every psycopg error becomes a typed `StoreError`;
-that rule, not convenience, is why the store and its reader share one long module.
+The SQL text of its moves and updates is in `statements`; psycopg errors become typed
+`StoreError`\ s in `errors`.
 
 Isolation: READ COMMITTED with explicit row locks, not SERIALIZABLE. Every write
 transaction locks what it reads (campaigns ``FOR UPDATE``, segments ``FOR SHARE``), and
@@ -38,47 +37,17 @@ from campaign_states.exceptions import (
 
 from .errors import translate
 from .schema import CAMPAIGN_COLS, NOTIFY_CHANNEL, SEGMENT_COLS, read_lease
+from .statements import (
+    ALREADY,
+    HISTORY_MOVE,
+    MOVE_SET,
+    SEGMENT_LOCK,
+    STATE_TEXT,
+    UPDATE_SET,
+)
 
-_UPDATE_SET: Final = (
-    "name = u.name, content = u.content, channels = u.channels, segments = u.segments, "
-    "state = u.state, version = u.version, seq = u.seq, archive_cause = u.archive_cause, "
-    "state_changed_at = u.state_changed_at"
-)
-_STATE_TEXT: Final = {s: s.value for s in State}
-_UPPER: Final = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
-# Set-form moves (`_Tx.move_campaigns`): %(ids)s are the candidates, in order; each gets
-# the sequence number first + its position, moved or not.
-_CANDIDATES: Final = (
-    "unnest(%(ids)s::text[]) WITH ORDINALITY AS j(id, k) JOIN cs_campaigns AS c ON c.id = j.id"
-)
-# `id = ANY(...)`, not a join with the unnest: the planner estimates the filtered side at
-# one row and, joining, loops over every archived campaign per candidate (3.5 s for 1,000
-# candidates among 100,000 campaigns); this one is a primary-key lookup per candidate.
-_ALREADY: Final = (
-    "SELECT c.id, c.state_changed_at FROM cs_campaigns AS c WHERE c.id = ANY(%(ids)s::text[]) "
-    "AND c.state = %(dest)s AND c.archive_cause IS NOT DISTINCT FROM %(archive_cause)s"
-)
-_HISTORY_MOVE: Final = (
-    "INSERT INTO cs_history (campaign_id, trigger, from_state, to_state, actor, cause, time, "
-    "seq, version) SELECT c.id, %(trigger)s, c.state, %(dest)s, %(actor)s, %(cause)s, "
-    f"%(wall)s, %(first)s + j.k - 1, c.version + 1 FROM {_CANDIDATES} "
-    "WHERE c.state = ANY(%(sources)s::text[]) ORDER BY j.k"
-)
-_MOVE_SET: Final = (
-    "WITH moved AS (UPDATE cs_campaigns AS c SET state = %(dest)s, version = c.version + 1, "
-    "seq = %(first)s + j.k - 1, archive_cause = %(archive_cause)s, "
-    "state_changed_at = %(now)s FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS j(id, k) "
-    "WHERE c.id = j.id AND c.state = ANY(%(sources)s::text[]) "
-    f"RETURNING {', '.join('c.' + x for x in CAMPAIGN_COLS.split(', '))}), "
-    "feed AS (INSERT INTO cs_changes (seq, campaign_ids) "
-    "SELECT max(seq), array_agg(id) FROM moved HAVING count(*) > 0) "
-    "SELECT * FROM moved"
-)
 # From this many campaigns on, an update goes through COPY instead of array parameters.
 _COPY_THRESHOLD: Final = 1000
-_SEGMENT_LOCK: Final = (
-    "hashtextextended('campaign-states:segment:' || current_schema() || ':' || u.id, 0)"
-)
 
 
 def _by_seq(c: Campaign) -> int:
@@ -216,14 +185,14 @@ class _Tx:
             return [], {}
         first = self.next_seq(len(ids))  # one per candidate: unmoved ids leave gaps
         args = {
-            "ids": list(ids), "sources": [_STATE_TEXT[x] for x in sources],
-            "dest": _STATE_TEXT[dest], "trigger": trigger, "actor": actor, "cause": cause,
+            "ids": list(ids), "sources": [STATE_TEXT[x] for x in sources],
+            "dest": STATE_TEXT[dest], "trigger": trigger, "actor": actor, "cause": cause,
             "wall": wall, "first": first, "archive_cause": archive_cause, "now": now,
         }  # fmt: skip
         with self._guard() as c:
-            already = dict(c.execute(_ALREADY, args).fetchall())
-            c.execute(_HISTORY_MOVE, args)
-            moved = self._remember(c.execute(_MOVE_SET, args).fetchall())
+            already = dict(c.execute(ALREADY, args).fetchall())
+            c.execute(HISTORY_MOVE, args)
+            moved = self._remember(c.execute(MOVE_SET, args).fetchall())
         moved.sort(key=_by_seq)
         return moved, already
 
@@ -254,7 +223,7 @@ class _Tx:
         with self._guard() as c:
             if not self._campaigns_locked:
                 c.execute(
-                    f"SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT {_SEGMENT_LOCK} "
+                    f"SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT {SEGMENT_LOCK} "
                     "AS k FROM unnest(%s::text[]) AS u(id)) AS keys ORDER BY k",
                     (wanted,),
                 )
@@ -345,7 +314,7 @@ class _Tx:
             # Each row is a compare-and-set on version - 1, all in one UPDATE.
             if len(rows) < _COPY_THRESHOLD:
                 cur = c.execute(
-                    f"UPDATE cs_campaigns AS c SET {_UPDATE_SET} FROM unnest(%s::text[], "
+                    f"UPDATE cs_campaigns AS c SET {UPDATE_SET} FROM unnest(%s::text[], "
                     "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
                     "%s::bigint[], %s::text[], %s::float8[]) AS u(id, name, content, channels, "
                     "segments, state, version, seq, archive_cause, state_changed_at) "
@@ -372,7 +341,7 @@ class _Tx:
                     for row in rows:
                         copy.write_row(batch + row)
                 cur = c.execute(
-                    f"UPDATE cs_campaigns AS c SET {_UPDATE_SET} "
+                    f"UPDATE cs_campaigns AS c SET {UPDATE_SET} "
                     "FROM pg_temp.cs_campaign_updates AS u WHERE u.batch = %s "
                     "AND c.id = u.id AND c.version = u.version - 1",
                     (self._batch,),
