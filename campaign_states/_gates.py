@@ -32,6 +32,12 @@ log = logging.getLogger("campaign_states")
 # How often an archive re-reads the gate table while it waits (seconds): the acks' latency
 # floor, and the only cost of a pending wait (one small read of a local file or table).
 POLL: float = 0.001
+# Live gates acknowledge within a few milliseconds (their probe period), so the first
+# FAST_FOR seconds poll every POLL; after that only a stalled or dead gate is left, whose
+# lease (up to many seconds) is waited out: the period doubles up to POLL_MAX, so such a
+# wait reads the table about 40 times a second instead of 1,000.
+FAST_FOR: float = 0.02
+POLL_MAX: float = 0.025
 
 
 @attrs.frozen(kw_only=True)
@@ -193,6 +199,7 @@ def wait_for_gates(
         else:
             pending[g.gate_id] = (g, min(deadline, read_at + wait - g.heartbeat_age))
     waited: list[WaitedGate] = []
+    period = POLL
     while pending:
         now = clock.now()
         for gid, (g, ends) in list(pending.items()):
@@ -211,7 +218,9 @@ def wait_for_gates(
         if not pending:
             break
         soonest = min(ends for _, ends in pending.values())
-        clock.sleep(max(0.0, min(POLL, soonest - now)))
+        if now - read_at >= FAST_FOR:
+            period = min(POLL_MAX, period * 2)
+        clock.sleep(max(0.0, min(period, soonest - now)))
         fresh = {g.gate_id: g for g in table.rows(list(pending))}
         seen_at = clock.now()
         top = ceiling() if ceiling is not None else None

@@ -289,6 +289,10 @@ class PostgresGateMachine(GateMachine):
 class TestGatePostgres:
     """On PostgreSQL, local and remote gates admit only running campaigns under a valid lease."""
 
+    # Each example creates a schema and its tables, and every stop or archive waits out the
+    # remote gate's lease (it never refreshes on its own, so it never acknowledges): about
+    # 140 s under the ci profile on an idle machine, too close to the suite's 300 s default.
+    @pytest.mark.timeout(900)
     def test_property(self):
         require_postgres()
         run_state_machine_as_test(PostgresGateMachine, settings=settings())
