@@ -11,11 +11,10 @@ from typing import Any
 
 import psycopg
 
-from campaign_states._records import Segment
 from campaign_states._rows import (
     segment_from_row,
 )
-from campaign_states._store import GateRowBatch, LeaseSettings
+from campaign_states._store import GateRowBatch
 from campaign_states.exceptions import (
     StoreError,
     StoreUnavailableError,
@@ -105,21 +104,17 @@ class PostgresReader:
     def gate_rows_since(self, seq: int) -> GateRowBatch:
         """Everything changed after ``seq`` as `GateRow` tuples, in one REPEATABLE READ READ
         ONLY snapshot."""
-        now_seq, rows, segments, lease = self._read(seq, GATE_COLS)
-        return GateRowBatch(seq=now_seq, rows=rows, segments=segments, lease=lease)
-
-    def _read(self, seq: int, cols: str) -> tuple[int, list[Any], list[Segment], LeaseSettings]:
         # One snapshot: the sequence, the rows, the segments and the lease agree, so the
         # batch brings the reader exactly up to the sequence it reports.
         with self._guard() as c, c.transaction():
             row = c.execute("SELECT seq FROM cs_counter").fetchone()
             if seq <= 0:
-                cur = c.execute(f"SELECT {cols} FROM cs_campaigns")
+                cur = c.execute(f"SELECT {GATE_COLS} FROM cs_campaigns")
             else:
                 # Changed campaigns, found through the change feed's seq index (campaigns
                 # carry none, so bulk updates stay in place).
                 cur = c.execute(
-                    f"SELECT {cols} FROM cs_campaigns WHERE seq > %s AND id IN "
+                    f"SELECT {GATE_COLS} FROM cs_campaigns WHERE seq > %s AND id IN "
                     "(SELECT unnest(campaign_ids) FROM cs_changes WHERE seq > %s)",
                     (seq, seq),
                 )
@@ -130,7 +125,7 @@ class PostgresReader:
             ]
             lease = read_lease(c)
         assert row is not None
-        return int(row[0]), rows, segments, lease
+        return GateRowBatch(seq=int(row[0]), rows=rows, segments=segments, lease=lease)
 
     def wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s, returning early when something commits.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import TypeVar
 
 from campaign_states._rows import GateRow, segment_from_row
 from campaign_states._store import GateRowBatch
@@ -22,8 +21,6 @@ from .schema import (
 )
 
 __all__ = ["SQLiteReader"]
-
-_T = TypeVar("_T")
 
 
 class SQLiteReader:
